@@ -1,0 +1,259 @@
+//! Recording: per-channel pcaps and `session.json`, off the forwarding path.
+//!
+//! The relay hands each forwarded chunk (a reference-counted [`Bytes`], not
+//! a copy) to a [`ChannelCapture`], which queues it for its session's
+//! writer thread with a non-blocking send. The queue is bounded in bytes
+//! ([`CAPTURE_QUEUE_BYTES`]): a send that would pass the bound is refused,
+//! that channel's capture stops, and the loss is recorded, so forwarding
+//! never waits for the disk.
+//!
+//! ```text
+//! relay task (c2s) ─┐  CaptureEvent       ┌─ writer thread (one per session)
+//! relay task (s2c) ─┼── unbounded mpsc ───┤   TcpConversation per channel -> <channel>-<id>.pcap
+//! channel task ─────┘  + byte budget      └─  SessionReport               -> session.json
+//! ```
+
+pub mod pcap;
+pub mod report;
+pub mod writer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::limits::CAPTURE_QUEUE_BYTES;
+use crate::link::HeaderKind;
+use crate::protocol::{ChannelType, Direction};
+use report::ChannelReport;
+
+/// Bytes charged against the budget for an event beyond its payload.
+const EVENT_OVERHEAD: usize = 128;
+
+/// Most bytes a channel holds before its session is known (main channel,
+/// before `SPICE_MSG_MAIN_INIT`).
+const PENDING_LIMIT: usize = 1024 * 1024;
+
+/// Identifies a channel connection within the proxy.
+pub type ChannelKey = u64;
+
+/// What the writer thread is asked to do, in order.
+#[derive(Debug)]
+pub enum CaptureEvent {
+    /// A channel connection joins the session: open its pcap.
+    Open {
+        /// The connection.
+        key: ChannelKey,
+        /// Its channel type.
+        channel_type: ChannelType,
+        /// Its channel id.
+        channel_id: u8,
+        /// Its report so far.
+        report: Box<ChannelReport>,
+        /// When it was accepted.
+        at: SystemTime,
+    },
+    /// A link-stage piece.
+    Link {
+        /// The connection.
+        key: ChannelKey,
+        /// Which way it went.
+        dir: Direction,
+        /// When it was read.
+        at: SystemTime,
+        /// The bytes, exactly as forwarded.
+        bytes: Bytes,
+    },
+    /// The link stage is over; messages follow with this header (or raw).
+    StartMessages {
+        /// The connection.
+        key: ChannelKey,
+        /// Negotiated header; `None` when the stream is not framed (SASL).
+        kind: Option<HeaderKind>,
+    },
+    /// Bytes forwarded after the link stage.
+    Data {
+        /// The connection.
+        key: ChannelKey,
+        /// Which way they went.
+        dir: Direction,
+        /// When they were read.
+        at: SystemTime,
+        /// The bytes, exactly as forwarded.
+        bytes: Bytes,
+    },
+    /// The connection closed: finish its pcap, store its final report.
+    Close {
+        /// The connection.
+        key: ChannelKey,
+        /// The side that closed first (sends the first FIN).
+        first: Direction,
+        /// When.
+        at: SystemTime,
+        /// Final report.
+        report: Box<ChannelReport>,
+    },
+    /// The session's last channel closed: write `session.json` and stop.
+    End {
+        /// When.
+        at: OffsetDateTime,
+    },
+}
+
+impl CaptureEvent {
+    fn cost(&self) -> usize {
+        EVENT_OVERHEAD
+            + match self {
+                Self::Link { bytes, .. } | Self::Data { bytes, .. } => bytes.len(),
+                _ => 0,
+            }
+    }
+}
+
+/// The sending side of a session's capture queue.
+#[derive(Debug, Clone)]
+pub struct CaptureSink {
+    tx: UnboundedSender<CaptureEvent>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl CaptureSink {
+    /// Queues a control event (open, close, end): always accepted while the
+    /// writer runs; these are few and small.
+    pub fn send_control(&self, ev: CaptureEvent) {
+        self.queued.fetch_add(ev.cost(), Ordering::Relaxed);
+        if self.tx.send(ev).is_err() {
+            tracing::debug!("capture writer already stopped");
+        }
+    }
+
+    /// Queues a data event if the byte budget allows.
+    ///
+    /// # Errors
+    /// A text saying why the event was refused (budget exceeded, writer gone).
+    fn try_send_data(&self, ev: CaptureEvent) -> Result<(), String> {
+        let cost = ev.cost();
+        let before = self.queued.fetch_add(cost, Ordering::Relaxed);
+        if before + cost > CAPTURE_QUEUE_BYTES {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            return Err(format!("capture writer fell behind by more than {CAPTURE_QUEUE_BYTES} bytes"));
+        }
+        self.tx.send(ev).map_err(|_| "capture writer stopped".to_string())
+    }
+}
+
+/// Where a channel's capture stands.
+#[derive(Debug)]
+enum State {
+    /// The session is not known yet: events wait here.
+    Pending { events: Vec<CaptureEvent>, bytes: usize },
+    /// Events go to the session's writer; once `stopped`, only the close
+    /// event does (so the writer can still finish the file).
+    Attached { sink: CaptureSink, stopped: bool },
+    /// Stopped before the session was known; nothing more is queued until
+    /// [`ChannelCapture::attach`].
+    StoppedPending,
+}
+
+/// One channel's capture handle, shared by its two relay directions.
+#[derive(Debug)]
+pub struct ChannelCapture {
+    key: ChannelKey,
+    state: State,
+    loss: Option<String>,
+}
+
+impl ChannelCapture {
+    /// A handle whose session is not known yet.
+    pub fn pending(key: ChannelKey) -> Self {
+        Self { key, state: State::Pending { events: Vec::new(), bytes: 0 }, loss: None }
+    }
+
+    /// The connection this handle records.
+    pub fn key(&self) -> ChannelKey {
+        self.key
+    }
+
+    /// Why the capture is incomplete, if it is.
+    pub fn loss(&self) -> Option<&str> {
+        self.loss.as_deref()
+    }
+
+    /// Joins the session's writer: sends `open`, then whatever waited.
+    pub fn attach(&mut self, sink: CaptureSink, open: CaptureEvent) {
+        let stopped = self.loss.is_some();
+        let waiting = std::mem::replace(&mut self.state, State::Attached { sink: sink.clone(), stopped });
+        sink.send_control(open);
+        if let State::Pending { events, .. } = waiting {
+            for ev in events {
+                self.push(ev);
+            }
+        }
+    }
+
+    /// Records a link-stage piece.
+    pub fn link(&mut self, dir: Direction, at: SystemTime, bytes: Bytes) {
+        let key = self.key;
+        self.push(CaptureEvent::Link { key, dir, at, bytes });
+    }
+
+    /// Records the end of the link stage.
+    pub fn start_messages(&mut self, kind: Option<HeaderKind>) {
+        let key = self.key;
+        self.push(CaptureEvent::StartMessages { key, kind });
+    }
+
+    /// Records forwarded bytes.
+    pub fn data(&mut self, dir: Direction, at: SystemTime, bytes: Bytes) {
+        let key = self.key;
+        self.push(CaptureEvent::Data { key, dir, at, bytes });
+    }
+
+    /// Queues the close event with the channel's final report (adding this
+    /// handle's capture loss to it).
+    pub fn close(&mut self, first: Direction, at: SystemTime, mut report: ChannelReport) {
+        if report.capture_loss.is_none() {
+            report.capture_loss.clone_from(&self.loss);
+        }
+        let key = self.key;
+        let ev = CaptureEvent::Close { key, first, at, report: Box::new(report) };
+        match &mut self.state {
+            State::Attached { sink, .. } => sink.send_control(ev),
+            State::Pending { events, .. } => events.push(ev),
+            State::StoppedPending => {}
+        }
+    }
+
+    fn push(&mut self, ev: CaptureEvent) {
+        let failure = match &mut self.state {
+            State::StoppedPending | State::Attached { stopped: true, .. } => return,
+            State::Attached { sink, stopped: false } => match ev {
+                CaptureEvent::StartMessages { .. } | CaptureEvent::Close { .. } => {
+                    sink.send_control(ev);
+                    None
+                }
+                ev => sink.try_send_data(ev).err(),
+            },
+            State::Pending { events, bytes } => {
+                *bytes += ev.cost();
+                if *bytes > PENDING_LIMIT {
+                    Some(format!("more than {PENDING_LIMIT} bytes before the session id was known"))
+                } else {
+                    events.push(ev);
+                    None
+                }
+            }
+        };
+        if let Some(reason) = failure {
+            tracing::warn!(key = self.key, %reason, "capture of this channel stopped; forwarding continues");
+            self.loss = Some(reason);
+            match &mut self.state {
+                State::Attached { stopped, .. } => *stopped = true,
+                state => *state = State::StoppedPending,
+            }
+        }
+    }
+}

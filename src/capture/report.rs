@@ -1,0 +1,183 @@
+//! `session.json`: what a session was, channel by channel.
+//!
+//! Written by the capture writer when the session starts, rewritten each
+//! time a channel opens or closes, and a last time when the session ends.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::link::{Caps, HeaderKind};
+use crate::protocol::{ChannelType, Direction, channel_cap_names_of, common_cap_names, message_name};
+
+/// The whole `session.json` document.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionReport {
+    /// Session id from `SPICE_MSG_MAIN_INIT` (0 when the session never got one).
+    pub session_id: u32,
+    /// When the session's first channel connected (RFC 3339, UTC).
+    pub start: String,
+    /// When its last channel closed; `null` while it runs.
+    pub end: Option<String>,
+    /// Address of the client's first channel connection.
+    pub client_address: String,
+    /// Address of the SPICE server the proxy forwards to.
+    pub upstream_address: String,
+    /// Channel connections, in the order they were opened.
+    pub channels: Vec<ChannelReport>,
+}
+
+impl SessionReport {
+    /// Writes the report to `path` atomically (temporary file, then rename).
+    ///
+    /// # Errors
+    /// The I/O error of the write or rename.
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        text.push('\n');
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// One channel connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChannelReport {
+    /// Channel type name (`main`, `display`, ...).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Channel type number (`SPICE_CHANNEL_*`).
+    pub type_number: u8,
+    /// Channel id.
+    pub channel_id: u8,
+    /// `connection_id` of the client's `SpiceLinkMess`.
+    pub connection_id: u32,
+    /// Client address of this connection.
+    pub client_address: String,
+    /// File name of its pcap, relative to the session folder.
+    pub pcap: Option<String>,
+    /// When the connection was accepted (RFC 3339, UTC).
+    pub opened: String,
+    /// When it closed; `null` while open.
+    pub closed: Option<String>,
+    /// Negotiated message header kind; `null` when the link stage did not
+    /// complete.
+    pub header_kind: Option<HeaderKind>,
+    /// Auth mechanism the client selected (`SPICE_AUTH_SPICE`,
+    /// `SPICE_AUTH_SASL`), `null` without auth selection.
+    pub auth_mechanism: Option<String>,
+    /// Link error the server answered, if not OK (`SPICE_LINK_ERR_*`), in
+    /// the link reply or the link result.
+    pub link_error: Option<String>,
+    /// Caps the client sent.
+    pub client_caps: CapsReport,
+    /// Caps the server answered.
+    pub server_caps: CapsReport,
+    /// Traffic from client to server.
+    pub client_to_server: DirectionReport,
+    /// Traffic from server to client.
+    pub server_to_client: DirectionReport,
+    /// How the connection ended.
+    pub end: Option<EndReport>,
+    /// Why the capture of this channel is incomplete, if it is.
+    pub capture_loss: Option<String>,
+}
+
+impl ChannelReport {
+    /// A report for a channel that has just linked: no traffic yet.
+    pub fn new(
+        channel_type: ChannelType,
+        channel_id: u8,
+        connection_id: u32,
+        client: String,
+        opened: OffsetDateTime,
+    ) -> Self {
+        Self {
+            type_name: channel_type.name().into_owned(),
+            type_number: channel_type.0,
+            channel_id,
+            connection_id,
+            client_address: client,
+            pcap: None,
+            opened: rfc3339(opened),
+            closed: None,
+            header_kind: None,
+            auth_mechanism: None,
+            link_error: None,
+            client_caps: CapsReport::default(),
+            server_caps: CapsReport::default(),
+            client_to_server: DirectionReport::default(),
+            server_to_client: DirectionReport::default(),
+            end: None,
+            capture_loss: None,
+        }
+    }
+}
+
+/// Caps of one side, decoded to spice-protocol names.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CapsReport {
+    /// Raw common caps words.
+    pub common_words: Vec<u32>,
+    /// Raw channel caps words.
+    pub channel_words: Vec<u32>,
+    /// Names of the common caps set.
+    pub common: Vec<String>,
+    /// Names of the channel caps set.
+    pub channel: Vec<String>,
+}
+
+impl CapsReport {
+    /// Decodes `caps` of a `channel_type` channel.
+    pub fn new(channel_type: ChannelType, caps: &Caps) -> Self {
+        Self {
+            common_words: caps.common.clone(),
+            channel_words: caps.channel.clone(),
+            common: common_cap_names(&caps.common),
+            channel: channel_cap_names_of(channel_type, &caps.channel),
+        }
+    }
+}
+
+/// Traffic in one direction.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DirectionReport {
+    /// Bytes forwarded, link stage included.
+    pub bytes: u64,
+    /// Messages after the link stage.
+    pub messages: u64,
+    /// Message count by spice-protocol name.
+    pub histogram: BTreeMap<String, u64>,
+}
+
+impl DirectionReport {
+    /// Builds a report from raw counts keyed by message type.
+    pub fn from_counts(
+        channel_type: ChannelType,
+        dir: Direction,
+        bytes: u64,
+        counts: &std::collections::HashMap<u16, u64>,
+    ) -> Self {
+        let histogram = counts.iter().map(|(ty, n)| (message_name(channel_type, dir, *ty).into_owned(), *n)).collect();
+        Self { bytes, messages: counts.values().sum(), histogram }
+    }
+}
+
+/// How a channel connection ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndReport {
+    /// `client_closed`, `server_closed`, `link_failed`, `error`,
+    /// `message_too_large` or `proxy_shutdown`.
+    pub reason: String,
+    /// Details for errors.
+    pub error: Option<String>,
+}
+
+/// Formats a time as RFC 3339 in UTC.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+}

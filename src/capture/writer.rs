@@ -1,0 +1,230 @@
+//! The capture writer: one thread per session, turning [`CaptureEvent`]s
+//! into pcap files and `session.json`.
+//!
+//! It owns every file of the session folder. A write error stops the capture
+//! of the channel it hit (recorded as that channel's `capture_loss`); the
+//! thread keeps draining its queue so the memory budget is released and the
+//! proxy never notices.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+
+use super::pcap::{CLIENT_PORT_BASE, TcpConversation};
+use super::report::{SessionReport, rfc3339};
+use super::{CaptureEvent, CaptureSink, ChannelKey};
+
+/// How often an open pcap is flushed to disk at the latest, so a crash
+/// loses at most this much of a recording.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the writer thread of a session whose folder is `dir` (created by
+/// the thread) and whose report starts as `report`.
+///
+/// # Errors
+/// The error of spawning the thread.
+pub fn spawn(dir: PathBuf, report: SessionReport) -> io::Result<(CaptureSink, JoinHandle<()>)> {
+    let (tx, rx) = unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sink = CaptureSink { tx, queued: queued.clone() };
+    let name = format!("capture-{}", report.session_id);
+    let handle = std::thread::Builder::new().name(name).spawn(move || {
+        let mut w = SessionWriter::new(dir, report);
+        w.run(rx, &queued);
+    })?;
+    Ok((sink, handle))
+}
+
+/// A buffered file that flushes at least every [`FLUSH_INTERVAL`].
+struct FlushingFile {
+    inner: BufWriter<File>,
+    last_flush: Instant,
+}
+
+impl Write for FlushingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if self.last_flush.elapsed() >= FLUSH_INTERVAL {
+            self.inner.flush()?;
+            self.last_flush = Instant::now();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.last_flush = Instant::now();
+        self.inner.flush()
+    }
+}
+
+struct OpenChannel {
+    conv: Option<TcpConversation<FlushingFile>>,
+    report_index: usize,
+    loss: Option<String>,
+}
+
+struct SessionWriter {
+    dir: PathBuf,
+    /// `None` once the folder could not be created: events are drained.
+    ready: bool,
+    report: SessionReport,
+    channels: HashMap<ChannelKey, OpenChannel>,
+    names: HashSet<String>,
+    next_port: u16,
+}
+
+impl SessionWriter {
+    fn new(dir: PathBuf, report: SessionReport) -> Self {
+        let ready = match std::fs::create_dir_all(&dir) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot create capture folder; this session is not recorded");
+                false
+            }
+        };
+        let w =
+            Self { dir, ready, report, channels: HashMap::new(), names: HashSet::new(), next_port: CLIENT_PORT_BASE };
+        w.write_report();
+        w
+    }
+
+    fn run(&mut self, mut rx: UnboundedReceiver<CaptureEvent>, queued: &AtomicUsize) {
+        while let Some(ev) = rx.blocking_recv() {
+            let cost = ev.cost();
+            let end = matches!(ev, CaptureEvent::End { .. });
+            self.handle(ev);
+            queued.fetch_sub(cost, Ordering::Relaxed);
+            if end {
+                break;
+            }
+        }
+        // Channels still open (the proxy stopped mid-way) are finished here.
+        let keys: Vec<_> = self.channels.keys().copied().collect();
+        for key in keys {
+            self.finish(key, crate::protocol::Direction::ClientToServer, std::time::SystemTime::now());
+        }
+        self.write_report();
+        tracing::info!(dir = %self.dir.display(), "capture finished");
+    }
+
+    fn handle(&mut self, ev: CaptureEvent) {
+        match ev {
+            CaptureEvent::Open { key, channel_type, channel_id, mut report, at } => {
+                let file = self.unique_name(&format!("{}-{}", channel_type.name(), channel_id));
+                let port = self.next_port;
+                self.next_port = self.next_port.checked_add(1).unwrap_or(CLIENT_PORT_BASE);
+                let mut loss = None;
+                let conv = if self.ready {
+                    match open_pcap(&self.dir.join(&file), port, at) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::error!(file, error = %e, "cannot write pcap; forwarding continues");
+                            loss = Some(e.to_string());
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                report.pcap = Some(file);
+                report.capture_loss.clone_from(&loss);
+                self.report.channels.push(*report);
+                let report_index = self.report.channels.len() - 1;
+                self.channels.insert(key, OpenChannel { conv, report_index, loss });
+                self.write_report();
+            }
+            CaptureEvent::Link { key, dir, at, bytes } => {
+                self.with_conv(key, |c| c.link_segment(dir, at, &bytes));
+            }
+            CaptureEvent::StartMessages { key, kind } => {
+                self.with_conv(key, |c| {
+                    c.start_messages(kind);
+                    Ok(())
+                });
+            }
+            CaptureEvent::Data { key, dir, at, bytes } => {
+                self.with_conv(key, |c| c.data(dir, at, &bytes));
+            }
+            CaptureEvent::Close { key, first, at, report } => {
+                if let Some(ch) = self.channels.get(&key) {
+                    let i = ch.report_index;
+                    let pcap = self.report.channels[i].pcap.take();
+                    let mut report = *report;
+                    report.pcap = pcap;
+                    if report.capture_loss.is_none() {
+                        report.capture_loss.clone_from(&ch.loss);
+                    }
+                    self.report.channels[i] = report;
+                }
+                self.finish(key, first, at);
+                self.write_report();
+            }
+            CaptureEvent::End { at } => {
+                self.report.end = Some(rfc3339(at));
+            }
+        }
+    }
+
+    fn with_conv(
+        &mut self,
+        key: ChannelKey,
+        f: impl FnOnce(&mut TcpConversation<FlushingFile>) -> Result<(), super::pcap::PcapError>,
+    ) {
+        let Some(ch) = self.channels.get_mut(&key) else { return };
+        let Some(conv) = ch.conv.as_mut() else { return };
+        if let Err(e) = f(conv) {
+            tracing::error!(key, error = %e, "pcap write failed; capture of this channel stopped, forwarding continues");
+            ch.conv = None;
+            ch.loss = Some(e.to_string());
+            self.report.channels[ch.report_index].capture_loss = Some(e.to_string());
+        }
+    }
+
+    fn finish(&mut self, key: ChannelKey, first: crate::protocol::Direction, at: std::time::SystemTime) {
+        let Some(ch) = self.channels.remove(&key) else { return };
+        if let Some(conv) = ch.conv {
+            let done =
+                conv.close(first, at).map_err(|e| e.to_string()).and_then(|mut f| f.flush().map_err(|e| e.to_string()));
+            if let Err(e) = done {
+                tracing::error!(key, error = %e, "finishing pcap failed");
+                self.report.channels[ch.report_index].capture_loss = Some(e);
+            }
+        }
+    }
+
+    fn unique_name(&mut self, stem: &str) -> String {
+        let mut name = format!("{stem}.pcap");
+        let mut n = 1;
+        while !self.names.insert(name.clone()) {
+            name = format!("{stem}.{n}.pcap");
+            n += 1;
+        }
+        name
+    }
+
+    fn write_report(&self) {
+        if !self.ready {
+            return;
+        }
+        if let Err(e) = self.report.write_to(&self.dir.join("session.json")) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot write session.json");
+        }
+    }
+}
+
+fn open_pcap(
+    path: &Path,
+    port: u16,
+    at: std::time::SystemTime,
+) -> Result<TcpConversation<FlushingFile>, super::pcap::PcapError> {
+    let file = File::create(path)?;
+    let out = FlushingFile { inner: BufWriter::with_capacity(256 * 1024, file), last_flush: Instant::now() };
+    TcpConversation::open(out, port, at)
+}

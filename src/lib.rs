@@ -1,0 +1,36 @@
+//! spicetap: a transparent SPICE recording proxy.
+//!
+//! spicetap sits between a SPICE client (remote-viewer, spicy) and a SPICE
+//! server (QEMU). It forwards every channel connection byte for byte while
+//! following the protocol, and records each channel as a pcap that
+//! Wireshark dissects as SPICE, plus a `session.json` per session.
+//!
+//! # Layout
+//!
+//! The module tree follows the bytes:
+//!
+//! - [`link`]: the link stage structures (`SpiceLinkHeader`, `SpiceLinkMess`,
+//!   `SpiceLinkReply`), sans-IO.
+//! - [`framing`]: mini and full data headers; finds message boundaries in a
+//!   stream cut anywhere, sans-IO.
+//! - [`proxy`]: listeners, the per-connection task ([`proxy::channel`]), the
+//!   async link-stage driver and the relay with its inline observer.
+//! - [`session`]: groups channel connections into SPICE sessions.
+//! - [`capture`]: the capture queue and writer thread, the synthetic TCP
+//!   conversation in pcap form, and `session.json`.
+//! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
+//!   little-endian reader; [`limits`]: every bound on peer input.
+//!
+//! See `ARCHITECTURE.md` for tasks, queues and ownership.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod capture;
+pub mod framing;
+pub mod limits;
+pub mod link;
+pub mod protocol;
+pub mod proxy;
+pub mod session;
+pub mod wire;

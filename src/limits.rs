@@ -1,0 +1,59 @@
+//! Every bound spicetap puts on what a peer sends, each with its reason.
+//!
+//! A parser checks a size from the wire against one of these before it
+//! allocates or waits for that many bytes. Changing a bound here changes it
+//! everywhere.
+
+use std::time::Duration;
+
+/// Largest `SpiceLinkHeader.size` accepted from a client or a server, in bytes.
+///
+/// A link message is 18 bytes plus the caps words (a few words per side in
+/// every known client and server); a link reply is 178 bytes plus caps.
+/// kerbside and ryll use the same 4 KiB bound.
+pub const MAX_LINK_SIZE: u32 = 4096;
+
+/// Largest number of 32-bit words in one caps vector (common or channel).
+///
+/// spice-protocol defines fewer than 32 caps for any channel, so one word is
+/// used in practice; 16 words leave room for growth (kerbside, ryll).
+pub const MAX_CAPS_WORDS: u32 = 16;
+
+/// Largest message body accepted in a data header (mini or full), in bytes.
+///
+/// The largest legitimate SPICE message is a display draw carrying an
+/// uncompressed 32-bit bitmap of a whole surface: 4096 × 4096 × 4 = 64 MiB
+/// for the largest QXL surface. Twice that is "absurd": the channel is closed
+/// and the reason recorded.
+pub const MAX_MESSAGE_SIZE: u32 = 128 * 1024 * 1024;
+
+/// How long a client may take to send its whole link message after connecting.
+pub const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the upstream may take to accept the TCP connection.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Size of each relay read buffer, in bytes (one per direction per channel).
+///
+/// Large reads keep the per-byte cost of relaying low; this is the most data
+/// one direction holds in flight inside the proxy, so back-pressure from a
+/// slow reader reaches the writer after at most this much.
+pub const RELAY_BUFFER_SIZE: usize = 256 * 1024;
+
+/// Most bytes of captured traffic queued for one session's capture writer.
+///
+/// Past this the writer is behind: the capture of that session stops, the loss
+/// is recorded, and forwarding goes on untouched.
+pub const CAPTURE_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest TCP payload of one synthetic pcap segment, in bytes: the IPv4 total
+/// length limit (65535) minus a 20-byte IPv4 header and a 20-byte TCP header.
+pub const PCAP_MAX_SEGMENT: usize = 65495;
+
+/// Snapshot length written in every pcap header, in bytes. Larger than any
+/// synthetic frame, so nothing is ever truncated.
+pub const PCAP_SNAPLEN: u32 = 262_144;
+
+/// On shutdown, how long a relay may still spend writing the chunk it has
+/// already read, so that bytes taken from one peer reach the other.
+pub const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);

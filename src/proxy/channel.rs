@@ -1,0 +1,251 @@
+//! One channel connection, from accept to close.
+//!
+//! ```text
+//! accept ─> link stage ─> join session ─> relay c2s ┐ (two futures on this task)
+//!                                         relay s2c ┘ ─> final report ─> leave session
+//! ```
+//!
+//! The task owns both streams. Its report (caps, header kind, counters, how
+//! it ended) goes to the session's capture writer, which writes it into
+//! `session.json`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::io::{BoxedStream, Connector};
+use super::link_stage::{self, LinkEnd, LinkStage};
+use super::relay::{Observer, RelayEnd, SessionIdHook, relay};
+use crate::capture::report::{CapsReport, ChannelReport, DirectionReport, EndReport, rfc3339};
+use crate::capture::{CaptureEvent, ChannelCapture};
+use crate::framing::Framer;
+use crate::link::HeaderKind;
+use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_AUTH_SPICE};
+use crate::session::{Session, Sessions};
+
+/// What every channel task of a proxy shares.
+pub struct Shared {
+    /// The session registry.
+    pub sessions: Arc<Sessions>,
+    /// How to reach the server.
+    pub connector: Arc<dyn Connector>,
+    /// Channel types whose messages are logged one by one.
+    pub debug_channels: Vec<ChannelType>,
+    /// Becomes `true` when the proxy stops.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The session a channel belongs to, once known.
+type SessionSlot = Arc<Mutex<Option<Arc<Session>>>>;
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve(mut client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let accepted = SystemTime::now();
+    let opened = OffsetDateTime::now_utc();
+    let (stage, end) = match link_stage::run(&mut client, shared.connector.as_ref()).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(client = %peer, error = %e, "connection closed during link stage");
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "channel",
+        client = %peer,
+        channel = %stage.mess.channel_type,
+        id = stage.mess.channel_id,
+    );
+    serve_linked(client, peer, shared, stage, end, accepted, opened).instrument(span).await;
+}
+
+async fn serve_linked(
+    client: BoxedStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stage: LinkStage,
+    end: LinkEnd,
+    accepted: SystemTime,
+    opened: OffsetDateTime,
+) {
+    let ct = stage.mess.channel_type;
+    let key = shared.sessions.next_key();
+    let mut report = ChannelReport::new(ct, stage.mess.channel_id, stage.mess.connection_id, peer.to_string(), opened);
+    report.client_caps = CapsReport::new(ct, &stage.mess.caps);
+    if let Some(reply) = &stage.reply {
+        report.server_caps = CapsReport::new(ct, &reply.caps);
+    }
+    report.auth_mechanism = stage.auth_mechanism.map(|m| match m {
+        SPICE_AUTH_SPICE => "SPICE_AUTH_SPICE".to_string(),
+        SPICE_AUTH_SASL => "SPICE_AUTH_SASL".to_string(),
+        other => format!("SPICE_AUTH_{other}"),
+    });
+
+    let capture = shared.sessions.capturing().then(|| {
+        let mut c = ChannelCapture::pending(key);
+        for p in &stage.pieces {
+            c.link(p.dir, p.at, p.bytes.clone());
+        }
+        Arc::new(Mutex::new(c))
+    });
+    let slot: SessionSlot = Arc::new(Mutex::new(None));
+    let binder = Binder {
+        sessions: shared.sessions.clone(),
+        capture: capture.clone(),
+        slot: slot.clone(),
+        report: report.clone(),
+        key,
+        ct,
+        channel_id: stage.mess.channel_id,
+        client: peer.to_string(),
+        opened,
+        accepted,
+    };
+    // Channels other than a new main channel know their session now.
+    let main_pending = ct == ChannelType::MAIN && stage.mess.connection_id == 0;
+    if !main_pending {
+        binder.bind(stage.mess.connection_id);
+    }
+
+    let link_bytes = [stage.bytes(Direction::ClientToServer), stage.bytes(Direction::ServerToClient)];
+    let (first, reason, error) = match end {
+        LinkEnd::Refused(err) => {
+            tracing::warn!(link_error = %err, "server refused the link; refusal forwarded to the client");
+            report.link_error = Some(err.name().into_owned());
+            (Direction::ServerToClient, "link_failed", Some(format!("server answered {err}")))
+        }
+        LinkEnd::Failed(text) => {
+            tracing::warn!(error = %text, "link stage failed");
+            (Direction::ClientToServer, "link_failed", Some(text))
+        }
+        LinkEnd::Linked { upstream, framing } => {
+            report.header_kind = framing;
+            tracing::info!(
+                header = ?framing.map(HeaderKind::size),
+                connection_id = stage.mess.connection_id,
+                "channel linked"
+            );
+            if let Some(c) = &capture {
+                c.lock().unwrap_or_else(PoisonError::into_inner).start_messages(framing);
+            }
+            let hook: Option<SessionIdHook> = main_pending.then(|| {
+                let binder = binder.clone();
+                Box::new(move |id: u32| binder.bind(id)) as SessionIdHook
+            });
+            let debug = shared.debug_channels.contains(&ct);
+            let mut c2s =
+                Observer::new(ct, Direction::ClientToServer, framing.map(Framer::new), capture.clone(), None, debug);
+            let mut s2c =
+                Observer::new(ct, Direction::ServerToClient, framing.map(Framer::new), capture.clone(), hook, debug);
+            let (first, reason, error) = relay_both(client, upstream, &mut c2s, &mut s2c, &shared.shutdown).await;
+            report.client_to_server =
+                DirectionReport::from_counts(ct, Direction::ClientToServer, c2s.bytes, &c2s.counts);
+            report.server_to_client =
+                DirectionReport::from_counts(ct, Direction::ServerToClient, s2c.bytes, &s2c.counts);
+            (first, reason, error)
+        }
+    };
+    report.client_to_server.bytes += link_bytes[0];
+    report.server_to_client.bytes += link_bytes[1];
+    report.closed = Some(rfc3339(OffsetDateTime::now_utc()));
+    report.end = Some(EndReport { reason: reason.to_string(), error: error.clone() });
+    tracing::info!(
+        reason,
+        error = error.as_deref().unwrap_or(""),
+        c2s_bytes = report.client_to_server.bytes,
+        s2c_bytes = report.server_to_client.bytes,
+        "channel closed"
+    );
+
+    // A main channel that never saw MAIN_INIT forms a session of its own.
+    let bound = slot.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+    if !bound {
+        binder.bind(0);
+    }
+    if let Some(c) = &capture {
+        c.lock().unwrap_or_else(PoisonError::into_inner).close(first, SystemTime::now(), report);
+    }
+    let session = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(s) = session {
+        shared.sessions.leave(&s);
+    }
+}
+
+/// Relays both directions; returns the side that closed first and why the
+/// connection ended.
+async fn relay_both(
+    client: BoxedStream,
+    upstream: BoxedStream,
+    c2s: &mut Observer,
+    s2c: &mut Observer,
+    shutdown: &watch::Receiver<bool>,
+) -> (Direction, &'static str, Option<String>) {
+    let (cr, cw) = tokio::io::split(client);
+    let (sr, sw) = tokio::io::split(upstream);
+    let up = relay(cr, sw, c2s, shutdown.clone());
+    let down = relay(sr, cw, s2c, shutdown.clone());
+    tokio::pin!(up, down);
+    let (first, end) = tokio::select! {
+        e = &mut up => {
+            if matches!(e, RelayEnd::Eof) { let _ = (&mut down).await; }
+            (Direction::ClientToServer, e)
+        }
+        e = &mut down => {
+            if matches!(e, RelayEnd::Eof) { let _ = (&mut up).await; }
+            (Direction::ServerToClient, e)
+        }
+    };
+    let (reason, error) = match end {
+        RelayEnd::Eof if first == Direction::ClientToServer => ("client_closed", None),
+        RelayEnd::Eof => ("server_closed", None),
+        RelayEnd::Reset if first == Direction::ClientToServer => ("client_closed", Some("connection reset".into())),
+        RelayEnd::Reset => ("server_closed", Some("connection reset".into())),
+        RelayEnd::Shutdown => ("proxy_shutdown", None),
+        RelayEnd::Failed(e) => ("error", Some(e)),
+        RelayEnd::TooLarge(e) => {
+            tracing::warn!(error = %e, "absurd message size; channel closed");
+            ("message_too_large", Some(e.to_string()))
+        }
+    };
+    (first, reason, error)
+}
+
+/// Puts a channel into its session once the session id is known.
+#[derive(Clone)]
+struct Binder {
+    sessions: Arc<Sessions>,
+    capture: Option<Arc<Mutex<ChannelCapture>>>,
+    slot: SessionSlot,
+    report: ChannelReport,
+    key: u64,
+    ct: ChannelType,
+    channel_id: u8,
+    client: String,
+    opened: OffsetDateTime,
+    accepted: SystemTime,
+}
+
+impl Binder {
+    fn bind(&self, id: u32) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return;
+        }
+        let session = self.sessions.join(id, &self.client, self.opened);
+        if let (Some(c), Some(sink)) = (&self.capture, &session.capture) {
+            let open = CaptureEvent::Open {
+                key: self.key,
+                channel_type: self.ct,
+                channel_id: self.channel_id,
+                report: Box::new(self.report.clone()),
+                at: self.accepted,
+            };
+            c.lock().unwrap_or_else(PoisonError::into_inner).attach(sink.clone(), open);
+        }
+        tracing::debug!(session_id = id, "channel joined session");
+        *slot = Some(session);
+    }
+}

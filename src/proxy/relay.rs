@@ -1,0 +1,202 @@
+//! One direction of a channel: read a chunk, show it to the observer, write
+//! it on. No message-sized buffering, no reordering, no changes.
+//!
+//! ```text
+//! from.read_buf ──chunk (Bytes)──> Observer::observe ──> to.write_all
+//!                                    │ framer (headers only), counters,
+//!                                    │ MAIN_INIT session id,
+//!                                    └ capture queue (try-send, never waits)
+//! ```
+//!
+//! The read buffer is [`RELAY_BUFFER_SIZE`] bytes; when no observer keeps a
+//! chunk, the same allocation is reused for the next read. A slow reader on
+//! the far side blocks `write_all`, so this direction stops reading: TCP
+//! back-pressure passes through the proxy as it would without it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::watch;
+
+use super::io::BoxedStream;
+use crate::capture::ChannelCapture;
+use crate::framing::{Frame, Framer, FramingError};
+use crate::limits::{RELAY_BUFFER_SIZE, SHUTDOWN_WRITE_GRACE};
+use crate::protocol::{ChannelType, Direction, SPICE_MSG_MAIN_INIT, message_name};
+
+/// Called once with the session id found in `SPICE_MSG_MAIN_INIT`.
+pub type SessionIdHook = Box<dyn FnMut(u32) + Send>;
+
+/// What one direction sees of the stream, inline on the forwarding path.
+pub struct Observer {
+    channel_type: ChannelType,
+    dir: Direction,
+    framer: Option<Framer>,
+    /// Bytes forwarded after the link stage.
+    pub bytes: u64,
+    /// Messages by type.
+    pub counts: HashMap<u16, u64>,
+    capture: Option<Arc<Mutex<ChannelCapture>>>,
+    main_init: Option<MainInitSniffer>,
+    debug: bool,
+}
+
+impl Observer {
+    /// An observer of `dir` on a `channel_type` channel. `framing` is `None`
+    /// for a stream that cannot be framed (SASL). `capture` receives the
+    /// chunks when recording. `on_session_id` is for the server-to-client
+    /// direction of a main channel. `debug` logs every message header.
+    pub fn new(
+        channel_type: ChannelType,
+        dir: Direction,
+        framing: Option<Framer>,
+        capture: Option<Arc<Mutex<ChannelCapture>>>,
+        on_session_id: Option<SessionIdHook>,
+        debug: bool,
+    ) -> Self {
+        let main_init = on_session_id.map(|hook| MainInitSniffer { hook: Some(hook), body: None });
+        Self { channel_type, dir, framer: framing, bytes: 0, counts: HashMap::new(), capture, main_init, debug }
+    }
+
+    /// Looks at one chunk before it is forwarded.
+    ///
+    /// # Errors
+    /// [`FramingError`] when a header declares an absurd size: the channel
+    /// must be closed.
+    pub fn observe(&mut self, chunk: &Bytes, at: SystemTime) -> Result<(), FramingError> {
+        self.bytes += chunk.len() as u64;
+        if let Some(capture) = &self.capture {
+            capture.lock().unwrap_or_else(PoisonError::into_inner).data(self.dir, at, chunk.clone());
+        }
+        let Some(framer) = &mut self.framer else { return Ok(()) };
+        let (counts, sniffer, debug) = (&mut self.counts, &mut self.main_init, self.debug);
+        let (ct, dir) = (self.channel_type, self.dir);
+        framer.feed(chunk, |frame| match frame {
+            Frame::Header(h) => {
+                *counts.entry(h.msg_type).or_insert(0) += 1;
+                if debug {
+                    tracing::debug!(
+                        target: "spicetap::messages",
+                        channel = %ct, dir = dir.label(), msg = %message_name(ct, dir, h.msg_type),
+                        size = h.size, serial = h.serial, "message"
+                    );
+                }
+                if let Some(s) = sniffer {
+                    s.header(h.msg_type);
+                }
+            }
+            Frame::Body(b) => {
+                if let Some(s) = sniffer {
+                    s.body(b);
+                }
+            }
+            Frame::End { .. } => {
+                if let Some(s) = sniffer {
+                    s.end();
+                }
+            }
+        })
+    }
+}
+
+/// Picks the session id out of the first `SPICE_MSG_MAIN_INIT`
+/// (`SpiceMsgMainInit.session_id`, the first u32 of the body).
+struct MainInitSniffer {
+    hook: Option<SessionIdHook>,
+    body: Option<Vec<u8>>,
+}
+
+impl MainInitSniffer {
+    fn header(&mut self, msg_type: u16) {
+        if self.hook.is_some() && msg_type == SPICE_MSG_MAIN_INIT {
+            self.body = Some(Vec::with_capacity(4));
+        }
+    }
+
+    fn body(&mut self, b: &[u8]) {
+        if let Some(body) = &mut self.body {
+            let take = (4 - body.len()).min(b.len());
+            body.extend_from_slice(&b[..take]);
+            if body.len() == 4 {
+                let id = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                self.body = None;
+                if let Some(mut hook) = self.hook.take() {
+                    hook(id);
+                }
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        // A MAIN_INIT shorter than 4 bytes carries no id.
+        self.body = None;
+    }
+}
+
+/// How one direction ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The reading side closed its stream; the write side was shut down.
+    Eof,
+    /// The reading side reset the connection (a client that quits with
+    /// unread data, as `spicy-screenshot` does, resets it).
+    Reset,
+    /// The proxy is stopping.
+    Shutdown,
+    /// Reading or writing failed.
+    Failed(String),
+    /// A header declared an absurd size.
+    TooLarge(FramingError),
+}
+
+/// Relays `from` to `to` until end of stream, error or shutdown.
+pub async fn relay(
+    mut from: ReadHalf<BoxedStream>,
+    mut to: WriteHalf<BoxedStream>,
+    observer: &mut Observer,
+    mut shutdown: watch::Receiver<bool>,
+) -> RelayEnd {
+    let mut buf = BytesMut::with_capacity(RELAY_BUFFER_SIZE);
+    loop {
+        buf.reserve(RELAY_BUFFER_SIZE);
+        let read = tokio::select! {
+            biased;
+            () = stopping(&mut shutdown) => return RelayEnd::Shutdown,
+            r = from.read_buf(&mut buf) => r,
+        };
+        match read {
+            Ok(0) => {
+                let _ = to.shutdown().await;
+                return RelayEnd::Eof;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return RelayEnd::Reset,
+            Err(e) => return RelayEnd::Failed(format!("read ({}): {e}", observer.dir.label())),
+        }
+        let chunk = buf.split().freeze();
+        if let Err(e) = observer.observe(&chunk, SystemTime::now()) {
+            return RelayEnd::TooLarge(e);
+        }
+        let write = to.write_all(&chunk);
+        tokio::pin!(write);
+        let wrote = tokio::select! {
+            r = &mut write => r,
+            () = stopping(&mut shutdown) => {
+                // Stopping: let the chunk already read reach its peer, briefly.
+                let _ = tokio::time::timeout(SHUTDOWN_WRITE_GRACE, &mut write).await;
+                return RelayEnd::Shutdown;
+            }
+        };
+        if let Err(e) = wrote {
+            return RelayEnd::Failed(format!("write ({}): {e}", observer.dir.label()));
+        }
+    }
+}
+
+/// Completes when the proxy stops (or its stop signal is gone).
+async fn stopping(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|&stop| stop).await;
+}

@@ -1,0 +1,159 @@
+//! Sessions: channel connections grouped by SPICE session id.
+//!
+//! A client opens its main channel with `connection_id` 0; the server
+//! assigns the session id in `SPICE_MSG_MAIN_INIT`, and every further
+//! channel of that client carries it as the `connection_id` of its
+//! `SpiceLinkMess` (spice-gtk `spice-channel.c`, spice-server `reds.c`).
+//! The registry maps ids to live [`Session`]s; a session ends when its last
+//! channel closes. With capture on, each session owns a folder
+//! `DIR/<UTC start>-<session id>/` and a writer thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::capture::report::{SessionReport, rfc3339};
+use crate::capture::{CaptureEvent, CaptureSink, ChannelKey, writer};
+
+/// One SPICE session as seen by the proxy.
+#[derive(Debug)]
+pub struct Session {
+    /// Session id (0 for a connection that never learned one).
+    pub id: u32,
+    /// When its first channel was accepted.
+    pub started: OffsetDateTime,
+    /// Capture queue, when capture is on and the writer started.
+    pub capture: Option<CaptureSink>,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    session: Option<Arc<Session>>,
+    open_channels: usize,
+}
+
+/// The live sessions of one proxy.
+#[derive(Debug)]
+pub struct Sessions {
+    capture_dir: Option<PathBuf>,
+    upstream: String,
+    live: Mutex<HashMap<u32, Entry>>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    next_key: AtomicU64,
+}
+
+impl Sessions {
+    /// A registry that records into `capture_dir` when given.
+    pub fn new(capture_dir: Option<PathBuf>, upstream: String) -> Self {
+        Self {
+            capture_dir,
+            upstream,
+            live: Mutex::new(HashMap::new()),
+            writers: Mutex::new(Vec::new()),
+            next_key: AtomicU64::new(1),
+        }
+    }
+
+    /// Whether capture is on.
+    pub fn capturing(&self) -> bool {
+        self.capture_dir.is_some()
+    }
+
+    /// A fresh key for a channel connection.
+    pub fn next_key(&self) -> ChannelKey {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Adds a channel to session `id`, creating the session when it is not
+    /// live. Id 0 always makes a session of its own (a connection that
+    /// never learned its session id).
+    pub fn join(&self, id: u32, client: &str, started: OffsetDateTime) -> Arc<Session> {
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if id != 0
+            && let Some(entry) = live.get_mut(&id)
+            && let Some(s) = &entry.session
+        {
+            entry.open_channels += 1;
+            return s.clone();
+        }
+        let session = Arc::new(self.start(id, client, started));
+        if id != 0 {
+            live.insert(id, Entry { session: Some(session.clone()), open_channels: 1 });
+        }
+        session
+    }
+
+    /// Removes a channel from `session`; the last one out ends it.
+    pub fn leave(&self, session: &Arc<Session>) {
+        let ended = if session.id == 0 {
+            true
+        } else {
+            let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+            match live.get_mut(&session.id) {
+                Some(entry) if entry.session.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) => {
+                    entry.open_channels = entry.open_channels.saturating_sub(1);
+                    let last = entry.open_channels == 0;
+                    if last {
+                        live.remove(&session.id);
+                    }
+                    last
+                }
+                _ => false,
+            }
+        };
+        if ended {
+            tracing::info!(session_id = session.id, "session ended");
+            if let Some(sink) = &session.capture {
+                sink.send_control(CaptureEvent::End { at: OffsetDateTime::now_utc() });
+            }
+        }
+    }
+
+    fn start(&self, id: u32, client: &str, started: OffsetDateTime) -> Session {
+        tracing::info!(session_id = id, client, "session started");
+        let capture = self.capture_dir.as_ref().and_then(|root| {
+            let stamp = started
+                .format(format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:3]Z"))
+                .unwrap_or_else(|_| started.unix_timestamp().to_string());
+            let dir = root.join(format!("{stamp}-{id}"));
+            let report = SessionReport {
+                session_id: id,
+                start: rfc3339(started),
+                end: None,
+                client_address: client.to_string(),
+                upstream_address: self.upstream.clone(),
+                channels: Vec::new(),
+            };
+            match writer::spawn(dir.clone(), report) {
+                Ok((sink, handle)) => {
+                    tracing::info!(session_id = id, dir = %dir.display(), "recording session");
+                    let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+                    writers.retain(|h| !h.is_finished());
+                    writers.push(handle);
+                    Some(sink)
+                }
+                Err(e) => {
+                    tracing::error!(session_id = id, error = %e, "cannot start capture writer; session not recorded");
+                    None
+                }
+            }
+        });
+        Session { id, started, capture }
+    }
+
+    /// Waits for every capture writer to finish its files. Call after all
+    /// channel tasks ended.
+    pub fn join_writers(&self) {
+        let handles = std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
+        for h in handles {
+            if h.join().is_err() {
+                tracing::error!("a capture writer panicked");
+            }
+        }
+    }
+}
