@@ -1,0 +1,431 @@
+//! Test support: real QEMU, real spicetap, real clients, all on loopback.
+//!
+//! Every process started here is killed when its guard drops, and every wait
+//! is bounded. Tools come from Debian packages that `.ci/run` installs
+//! (qemu-system-x86, spice-client-gtk, virt-viewer, xvfb, xdotool, tshark).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SPICETAP: &str = env!("CARGO_BIN_EXE_spicetap");
+
+/// A free loopback TCP port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Guard {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Guard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child =
+            cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e} (is its Debian package installed?)"));
+        Self { name: name.to_string(), child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for exit; returns the exit status code.
+    pub fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{} did not exit within {limit:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A scratch folder removed on drop unless `SPICETAP_KEEP_TEST_DIRS` is set.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let base = std::env::var_os("CARGO_TARGET_TMPDIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let path = base.join(format!("{name}-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::env::var_os("SPICETAP_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        } else {
+            eprintln!("kept {}", self.path.display());
+        }
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(200)).is_ok()
+}
+
+/// QEMU serving SPICE on a free loopback port.
+pub struct Qemu {
+    pub guard: Guard,
+    pub port: u16,
+    pub serial: PathBuf,
+}
+
+impl Qemu {
+    /// SeaBIOS with no disk: a static "No bootable device" screen.
+    /// `spice_opts` are extra `-spice` options (e.g. `image-compression=off`).
+    pub fn bios(dir: &Path, spice_opts: &str) -> Self {
+        Self::start(dir, spice_opts, &[])
+    }
+
+    /// The tiny Linux guest of `scripts/build-guest` (built and cached on
+    /// first use), with the webdav port and usbredir channels. Waits until
+    /// the guest has drawn its screen.
+    pub fn linux(dir: &Path, spice_opts: &str, append: &str) -> Self {
+        let guest = build_guest();
+        let kernel = guest.join("vmlinuz");
+        let initrd = guest.join("initrd.img");
+        let append = format!("console=ttyS0 console=tty0 {append}");
+        let args: Vec<String> = [
+            "-kernel",
+            kernel.to_str().unwrap(),
+            "-initrd",
+            initrd.to_str().unwrap(),
+            "-append",
+            &append,
+            "-device",
+            "virtio-serial-pci",
+            "-chardev",
+            "spiceport,name=org.spice-space.webdav.0,id=webdav0",
+            "-device",
+            "virtserialport,chardev=webdav0,name=org.spice-space.webdav.0",
+            "-device",
+            "qemu-xhci",
+            "-chardev",
+            "spicevmc,name=usbredir,id=ur1",
+            "-device",
+            "usb-redir,chardev=ur1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let q = Self::start(dir, spice_opts, &args);
+        q.wait_serial("SPICETAP-GUEST-READY", Duration::from_secs(180));
+        q
+    }
+
+    fn start(dir: &Path, spice_opts: &str, extra: &[String]) -> Self {
+        let port = free_port();
+        let serial = dir.join(format!("serial-{port}.log"));
+        let mut spice = format!("port={port},addr=127.0.0.1,disable-ticketing=on");
+        if !spice_opts.is_empty() {
+            spice.push(',');
+            spice.push_str(spice_opts);
+        }
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-nodefaults", "-machine", "pc", "-m", "512", "-vga", "qxl", "-display", "none"])
+            .args(["-spice", &spice])
+            .args(["-serial", &format!("file:{}", serial.display())])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut guard = Guard::spawn("qemu-system-x86_64", &mut cmd);
+        wait_until("QEMU's SPICE port", Duration::from_secs(30), || {
+            assert!(guard.is_running(), "QEMU exited early");
+            port_open(port)
+        });
+        Self { guard, port, serial }
+    }
+
+    pub fn serial_log(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    pub fn wait_serial(&self, needle: &str, limit: Duration) {
+        wait_until(&format!("{needle:?} on the guest's serial console"), limit, || self.serial_log().contains(needle));
+    }
+}
+
+/// Builds (or reuses the cache of) the Linux test guest; returns its folder.
+pub fn build_guest() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-guest");
+    let out = Command::new(&script).stderr(Stdio::inherit()).output().expect("run scripts/build-guest");
+    assert!(out.status.success(), "scripts/build-guest failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    PathBuf::from(text.lines().last().expect("build-guest prints its folder").trim())
+}
+
+/// A running `spicetap proxy`.
+pub struct Spicetap {
+    pub guard: Guard,
+    pub addr: SocketAddr,
+    pub capture: Option<PathBuf>,
+    pub log: PathBuf,
+}
+
+impl Spicetap {
+    /// Starts `spicetap proxy` on a free port in front of `upstream`.
+    pub fn start(dir: &Path, upstream: &str, capture: bool, extra: &[&str]) -> Self {
+        let ready = dir.join(format!("ready-{}", free_port()));
+        let log = dir.join(format!("spicetap-{}.log", free_port()));
+        let capture_dir = capture.then(|| dir.join("capture"));
+        let mut cmd = Command::new(SPICETAP);
+        cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+            .arg("--ready-file")
+            .arg(&ready)
+            .args(extra)
+            .env("RUST_LOG", std::env::var("SPICETAP_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(c) = &capture_dir {
+            cmd.arg("--capture").arg(c);
+        }
+        let mut guard = Guard::spawn("spicetap", &mut cmd);
+        wait_until("spicetap's ready file", Duration::from_secs(20), || {
+            assert!(guard.is_running(), "spicetap exited early: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            ready.exists()
+        });
+        let addr = std::fs::read_to_string(&ready).unwrap().trim().parse().unwrap();
+        Self { guard, addr, capture: capture_dir, log }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then asserts a clean exit 0 within 20 s.
+    pub fn stop(&mut self) {
+        let code = self.guard.terminate(Duration::from_secs(20));
+        assert_eq!(code, Some(0), "spicetap exit status; log:\n{}", self.log_text());
+    }
+
+    /// The session folders under the capture folder, oldest first.
+    pub fn sessions(&self) -> Vec<PathBuf> {
+        let Some(c) = &self.capture else { return Vec::new() };
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(c).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+        v.sort();
+        v
+    }
+}
+
+/// Runs `spicy-screenshot` against `port`, writing `out`; asserts success.
+pub fn spicy_screenshot(port: u16, out: &Path) {
+    let status = run_bounded(
+        Command::new("spicy-screenshot").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o"]).arg(out),
+        Duration::from_secs(60),
+    );
+    assert!(status.status.success(), "spicy-screenshot failed: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(out.exists(), "spicy-screenshot wrote no file");
+}
+
+/// Runs a command with a time limit, capturing its output.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("command timed out after {limit:?}: {:?}\n{}", cmd, String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An Xvfb server on a free display number.
+pub struct Xvfb {
+    pub guard: Guard,
+    pub display: String,
+}
+
+impl Xvfb {
+    pub fn start() -> Self {
+        for n in 50..200 {
+            if Path::new(&format!("/tmp/.X{n}-lock")).exists() || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                continue;
+            }
+            let display = format!(":{n}");
+            let mut cmd = Command::new("Xvfb");
+            cmd.args([&display, "-nolisten", "tcp", "-screen", "0", "1280x1024x24"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let mut guard = Guard::spawn("Xvfb", &mut cmd);
+            let socket = format!("/tmp/.X11-unix/X{n}");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if Path::new(&socket).exists() {
+                    return Self { guard, display };
+                }
+                if !guard.is_running() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("cannot start Xvfb");
+    }
+}
+
+/// Reads a binary PPM (P6) into (width, height, RGB bytes).
+pub fn read_ppm(path: &Path) -> (usize, usize, Vec<u8>) {
+    let data = std::fs::read(path).unwrap();
+    let mut fields = Vec::new();
+    let mut pos = 0;
+    while fields.len() < 4 {
+        while data[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        if data[pos] == b'#' {
+            while data[pos] != b'\n' {
+                pos += 1;
+            }
+            continue;
+        }
+        let start = pos;
+        while !data[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        fields.push(String::from_utf8(data[start..pos].to_vec()).unwrap());
+    }
+    assert_eq!(fields[0], "P6");
+    let (w, h): (usize, usize) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
+    let pixels = data[pos + 1..].to_vec();
+    assert_eq!(pixels.len(), w * h * 3);
+    (w, h, pixels)
+}
+
+/// `session.json` of a session folder.
+pub fn session_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("session.json")).unwrap()).unwrap()
+}
+
+/// The channel entries of `session.json`.
+pub fn channels(session: &serde_json::Value) -> Vec<serde_json::Value> {
+    session["channels"].as_array().unwrap().clone()
+}
+
+/// Runs `tshark -r FILE` with more arguments; returns stdout.
+pub fn tshark(file: &Path, args: &[&str]) -> String {
+    let out = run_bounded(Command::new("tshark").arg("-r").arg(file).args(args), Duration::from_secs(120));
+    assert!(out.status.success(), "tshark failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Checks one channel pcap with tshark: SPICE dissected, no malformed
+/// packets, no TCP sequence problems, and TCP payload bytes per direction
+/// equal to the byte counts of `session.json`. Returns the summary lines.
+pub fn check_pcap(session_dir: &Path, channel: &serde_json::Value) -> String {
+    let file = session_dir.join(channel["pcap"].as_str().expect("channel has a pcap"));
+    let summary = tshark(&file, &[]);
+    assert!(summary.contains("Spice"), "{} not dissected as SPICE:\n{summary}", file.display());
+    let bad = tshark(
+        &file,
+        &[
+            "-Y",
+            "_ws.malformed || _ws.expert.severity >= error || tcp.analysis.lost_segment || tcp.analysis.out_of_order \
+             || tcp.analysis.retransmission || tcp.analysis.ack_lost_segment || tcp.analysis.retransmission",
+        ],
+    );
+    assert!(bad.trim().is_empty(), "{}: problem packets:\n{bad}", file.display());
+    let lens = tshark(&file, &["-T", "fields", "-e", "tcp.dstport", "-e", "tcp.len"]);
+    let mut by_dir: BTreeMap<bool, u64> = BTreeMap::new();
+    for line in lens.lines() {
+        let mut f = line.split('\t');
+        let (Some(port), Some(len)) = (f.next(), f.next()) else { continue };
+        let to_server = port == "5930";
+        *by_dir.entry(to_server).or_default() += len.parse::<u64>().unwrap_or(0);
+    }
+    let c2s = channel["client_to_server"]["bytes"].as_u64().unwrap();
+    let s2c = channel["server_to_client"]["bytes"].as_u64().unwrap();
+    assert_eq!(by_dir.get(&true).copied().unwrap_or(0), c2s, "{}: client-to-server bytes", file.display());
+    assert_eq!(by_dir.get(&false).copied().unwrap_or(0), s2c, "{}: server-to-client bytes", file.display());
+    summary
+}
+
+/// A minimal SPICE client for hostile-input tests: links a channel through
+/// `addr` (to a QEMU with ticketing disabled) and returns the stream after
+/// the link result.
+pub fn link_raw(addr: SocketAddr, channel_type: u8, connection_id: u32) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let caps: u32 = 0b1011; // AUTH_SELECTION, AUTH_SPICE, MINI_HEADER
+    let mut body = Vec::new();
+    body.extend_from_slice(&connection_id.to_le_bytes());
+    body.extend_from_slice(&[channel_type, 0]);
+    body.extend_from_slice(&1u32.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(&18u32.to_le_bytes());
+    body.extend_from_slice(&caps.to_le_bytes());
+    let mut msg = b"REDQ".to_vec();
+    msg.extend_from_slice(&2u32.to_le_bytes());
+    msg.extend_from_slice(&2u32.to_le_bytes());
+    msg.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    let mut header = [0u8; 16];
+    s.read_exact(&mut header).unwrap();
+    assert_eq!(&header[..4], b"REDQ");
+    let size = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
+    let mut reply = vec![0u8; size];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply[..4], &[0, 0, 0, 0], "link reply error");
+    s.write_all(&1u32.to_le_bytes()).unwrap();
+    // An empty password, RSA-OAEP (SHA-1) under the server's key, as
+    // spice-gtk sends it when there is no password.
+    use rsa::pkcs8::DecodePublicKey;
+    let key = rsa::RsaPublicKey::from_public_key_der(&reply[4..4 + 162]).expect("server public key");
+    let ticket = key.encrypt(&mut rand::thread_rng(), rsa::Oaep::new::<sha1::Sha1>(), b"\0").unwrap();
+    s.write_all(&ticket).unwrap();
+    let mut result = [0u8; 4];
+    s.read_exact(&mut result).unwrap();
+    assert_eq!(result, [0, 0, 0, 0], "link result");
+    s
+}
