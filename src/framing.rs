@@ -258,4 +258,21 @@ mod tests {
         assert_eq!(ends, 1);
         assert!(f.at_boundary());
     }
+
+    const QEMU_DISPLAY_S2C: &[u8] = include_bytes!("../tests/fixtures/qemu-bios-display-s2c.bin");
+
+    #[test]
+    fn recorded_qemu_display_stream_frames_at_any_cut() {
+        let whole = frame_all(HeaderKind::Mini, QEMU_DISPLAY_S2C, &[]);
+        let types: Vec<u16> = whole.iter().map(|m| m.0).collect();
+        // SET_ACK, INVAL_ALL_PALETTES, SURFACE_CREATE, DRAW_COPY, MONITORS_CONFIG, MARK
+        assert_eq!(types, [3, 108, 314, 304, 317, 102]);
+        assert_eq!(whole.last().unwrap().2, QEMU_DISPLAY_S2C.len());
+        for a in (0..QEMU_DISPLAY_S2C.len()).step_by(7) {
+            assert_eq!(
+                frame_all(HeaderKind::Mini, QEMU_DISPLAY_S2C, &[a, a + (a % 13).min(QEMU_DISPLAY_S2C.len() - a)]),
+                whole
+            );
+        }
+    }
 }

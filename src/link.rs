@@ -379,4 +379,29 @@ pub(crate) mod tests {
         assert_eq!(HeaderKind::negotiate(&mini, &none), HeaderKind::Full);
         assert_eq!(HeaderKind::negotiate(&none, &mini), HeaderKind::Full);
     }
+
+    const QEMU_LINK_MESS: &[u8] = include_bytes!("../tests/fixtures/qemu-bios-display-link-mess.bin");
+    const QEMU_LINK_REPLY: &[u8] = include_bytes!("../tests/fixtures/qemu-bios-display-link-reply.bin");
+
+    #[test]
+    fn recorded_spice_gtk_link_mess_parses() {
+        let h = LinkHeader::parse(&QEMU_LINK_MESS[..16], LinkMess::FIXED_SIZE).unwrap();
+        assert_eq!(h.size as usize, QEMU_LINK_MESS.len() - 16);
+        let m = LinkMess::parse(&QEMU_LINK_MESS[16..]).unwrap();
+        assert_eq!(m.channel_type, ChannelType::DISPLAY);
+        assert_ne!(m.connection_id, 0, "a display channel carries the session id");
+        assert!(has_cap(&m.caps.common, SPICE_COMMON_CAP_MINI_HEADER));
+    }
+
+    #[test]
+    fn recorded_qemu_link_reply_parses() {
+        let h = LinkHeader::parse(&QEMU_LINK_REPLY[..16], 4).unwrap();
+        assert_eq!(h.size as usize, QEMU_LINK_REPLY.len() - 16);
+        let r = LinkReply::parse(&QEMU_LINK_REPLY[16..]).unwrap();
+        assert_eq!(r.error, LinkErr::OK);
+        assert!(auth_selection(&LinkMess::parse(&QEMU_LINK_MESS[16..]).unwrap().caps, &r.caps));
+        for cut in 4..QEMU_LINK_REPLY.len() - 16 {
+            assert!(LinkReply::parse(&QEMU_LINK_REPLY[16..16 + cut]).is_err(), "cut at {cut}");
+        }
+    }
 }

@@ -46,6 +46,10 @@ struct ProxyArgs {
     /// Most channel connections open at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// Most MiB of traffic waiting for a session's capture writer; past it
+    /// that capture stops (recorded in session.json) and forwarding goes on.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    capture_queue_mib: usize,
 }
 
 fn parse_channel(name: &str) -> Result<ChannelType> {
@@ -81,6 +85,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         ready_file: args.ready_file,
         debug_channels,
         max_connections: args.max_connections,
+        capture_queue_bytes: args.capture_queue_mib.saturating_mul(1024 * 1024),
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
     proxy.run(stop_signal()).await.context("running the proxy")?;

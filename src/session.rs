@@ -41,6 +41,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct Sessions {
     capture_dir: Option<PathBuf>,
+    capture_budget: usize,
     upstream: String,
     live: Mutex<HashMap<u32, Entry>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
@@ -48,10 +49,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// A registry that records into `capture_dir` when given.
-    pub fn new(capture_dir: Option<PathBuf>, upstream: String) -> Self {
+    /// A registry that records into `capture_dir` when given, with at most
+    /// `capture_budget` bytes queued per session.
+    pub fn new(capture_dir: Option<PathBuf>, capture_budget: usize, upstream: String) -> Self {
         Self {
             capture_dir,
+            capture_budget,
             upstream,
             live: Mutex::new(HashMap::new()),
             writers: Mutex::new(Vec::new()),
@@ -129,7 +132,7 @@ impl Sessions {
                 upstream_address: self.upstream.clone(),
                 channels: Vec::new(),
             };
-            match writer::spawn(dir.clone(), report) {
+            match writer::spawn(dir.clone(), report, self.capture_budget) {
                 Ok((sink, handle)) => {
                     tracing::info!(session_id = id, dir = %dir.display(), "recording session");
                     let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);

@@ -3,7 +3,7 @@
 //! The relay hands each forwarded chunk (a reference-counted [`Bytes`], not
 //! a copy) to a [`ChannelCapture`], which queues it for its session's
 //! writer thread with a non-blocking send. The queue is bounded in bytes
-//! ([`CAPTURE_QUEUE_BYTES`]): a send that would pass the bound is refused,
+//! ([`crate::limits::CAPTURE_QUEUE_BYTES`] by default): a send that would pass the bound is refused,
 //! that channel's capture stops, and the loss is recorded, so forwarding
 //! never waits for the disk.
 //!
@@ -25,7 +25,6 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::limits::CAPTURE_QUEUE_BYTES;
 use crate::link::HeaderKind;
 use crate::protocol::{ChannelType, Direction};
 use report::ChannelReport;
@@ -118,6 +117,8 @@ impl CaptureEvent {
 pub struct CaptureSink {
     tx: UnboundedSender<CaptureEvent>,
     queued: Arc<AtomicUsize>,
+    /// Most bytes queued at once (default [`crate::limits::CAPTURE_QUEUE_BYTES`]).
+    budget: usize,
 }
 
 impl CaptureSink {
@@ -137,9 +138,9 @@ impl CaptureSink {
     fn try_send_data(&self, ev: CaptureEvent) -> Result<(), String> {
         let cost = ev.cost();
         let before = self.queued.fetch_add(cost, Ordering::Relaxed);
-        if before + cost > CAPTURE_QUEUE_BYTES {
+        if before + cost > self.budget {
             self.queued.fetch_sub(cost, Ordering::Relaxed);
-            return Err(format!("capture writer fell behind by more than {CAPTURE_QUEUE_BYTES} bytes"));
+            return Err(format!("capture writer fell behind by more than {} bytes", self.budget));
         }
         self.tx.send(ev).map_err(|_| "capture writer stopped".to_string())
     }
@@ -255,5 +256,92 @@ impl ChannelCapture {
                 state => *state = State::StoppedPending,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc::unbounded_channel;
+
+    fn report() -> ChannelReport {
+        ChannelReport::new(ChannelType::MAIN, 0, 0, "127.0.0.1:1".into(), OffsetDateTime::UNIX_EPOCH)
+    }
+
+    fn open(key: ChannelKey) -> CaptureEvent {
+        CaptureEvent::Open {
+            key,
+            channel_type: ChannelType::MAIN,
+            channel_id: 0,
+            report: Box::new(report()),
+            at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_writer_behind_its_budget_stops_the_capture_not_the_close() {
+        let (tx, mut rx) = unbounded_channel();
+        let sink = CaptureSink { tx, queued: Arc::new(AtomicUsize::new(0)), budget: 1000 };
+        let mut c = ChannelCapture::pending(7);
+        c.link(Direction::ClientToServer, SystemTime::UNIX_EPOCH, Bytes::from_static(b"REDQ"));
+        c.attach(sink, open(7));
+        c.start_messages(Some(HeaderKind::Mini));
+        c.data(Direction::ServerToClient, SystemTime::UNIX_EPOCH, Bytes::from(vec![0u8; 600]));
+        assert!(c.loss().is_some(), "600 + 4 bytes with overheads exceed 1000");
+        c.data(Direction::ServerToClient, SystemTime::UNIX_EPOCH, Bytes::from(vec![0u8; 1]));
+        c.close(Direction::ClientToServer, SystemTime::UNIX_EPOCH, report());
+        let mut kinds = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            kinds.push(match ev {
+                CaptureEvent::Open { .. } => "open",
+                CaptureEvent::Link { .. } => "link",
+                CaptureEvent::StartMessages { .. } => "start",
+                CaptureEvent::Data { .. } => "data",
+                CaptureEvent::Close { report, .. } => {
+                    assert!(report.capture_loss.as_deref().unwrap().contains("fell behind"));
+                    "close"
+                }
+                CaptureEvent::End { .. } => "end",
+            });
+        }
+        assert_eq!(kinds, ["open", "link", "start", "close"]);
+    }
+
+    #[test]
+    fn pending_events_are_bounded_before_the_session_is_known() {
+        let mut c = ChannelCapture::pending(1);
+        for _ in 0..20 {
+            c.data(Direction::ServerToClient, SystemTime::UNIX_EPOCH, Bytes::from(vec![0u8; 64 * 1024]));
+        }
+        assert!(c.loss().unwrap().contains("before the session id was known"));
+    }
+
+    #[test]
+    fn a_pcap_that_cannot_be_created_is_recorded_as_capture_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let session_dir = dir.path().join("s");
+        std::fs::create_dir_all(session_dir.join("main-0.pcap")).unwrap();
+        let report0 = report::SessionReport {
+            session_id: 1,
+            start: String::new(),
+            end: None,
+            client_address: String::new(),
+            upstream_address: String::new(),
+            channels: Vec::new(),
+        };
+        let (sink, handle) = writer::spawn(session_dir.clone(), report0, 1 << 20).unwrap();
+        sink.send_control(open(1));
+        sink.send_control(CaptureEvent::Close {
+            key: 1,
+            first: Direction::ClientToServer,
+            at: SystemTime::UNIX_EPOCH,
+            report: Box::new(report()),
+        });
+        sink.send_control(CaptureEvent::End { at: OffsetDateTime::UNIX_EPOCH });
+        handle.join().unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(session_dir.join("session.json")).unwrap()).unwrap();
+        assert!(json["channels"][0]["capture_loss"].as_str().unwrap().contains("pcap write failed"));
+        assert!(json["end"].is_string());
     }
 }

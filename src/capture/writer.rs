@@ -26,14 +26,15 @@ use super::{CaptureEvent, CaptureSink, ChannelKey};
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts the writer thread of a session whose folder is `dir` (created by
-/// the thread) and whose report starts as `report`.
+/// the thread) and whose report starts as `report`; at most `budget` bytes
+/// of traffic wait in its queue.
 ///
 /// # Errors
 /// The error of spawning the thread.
-pub fn spawn(dir: PathBuf, report: SessionReport) -> io::Result<(CaptureSink, JoinHandle<()>)> {
+pub fn spawn(dir: PathBuf, report: SessionReport, budget: usize) -> io::Result<(CaptureSink, JoinHandle<()>)> {
     let (tx, rx) = unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
-    let sink = CaptureSink { tx, queued: queued.clone() };
+    let sink = CaptureSink { tx, queued: queued.clone(), budget };
     let name = format!("capture-{}", report.session_id);
     let handle = std::thread::Builder::new().name(name).spawn(move || {
         let mut w = SessionWriter::new(dir, report);

@@ -43,6 +43,9 @@ pub struct ProxyConfig {
     pub debug_channels: Vec<ChannelType>,
     /// Most channel connections open at once; more are closed on accept.
     pub max_connections: usize,
+    /// Most bytes of traffic queued for one session's capture writer (see
+    /// [`crate::limits::CAPTURE_QUEUE_BYTES`]).
+    pub capture_queue_bytes: usize,
 }
 
 /// A failure to start the proxy.
@@ -105,7 +108,8 @@ impl Proxy {
             listeners.push(l);
         }
         let connector: Arc<dyn Connector> = Arc::new(TcpConnector { address: config.upstream.clone() });
-        let sessions = Arc::new(Sessions::new(config.capture_dir.clone(), connector.describe()));
+        let sessions =
+            Arc::new(Sessions::new(config.capture_dir.clone(), config.capture_queue_bytes, connector.describe()));
         Ok(Self { listeners, config, sessions, connector })
     }
 
