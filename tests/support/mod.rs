@@ -153,6 +153,17 @@ impl Qemu {
         q
     }
 
+    /// SeaBIOS with a TLS port too: certificates made with `openssl` into
+    /// `dir/x509`, and `spice_opts` such as `tls-channel=main`. Returns the
+    /// QEMU and its TLS port.
+    pub fn bios_tls(dir: &Path, spice_opts: &str) -> (Self, u16) {
+        let x509 = dir.join("x509");
+        make_x509_dir(&x509);
+        let tls_port = free_port();
+        let opts = format!("tls-port={tls_port},x509-dir={},{spice_opts}", x509.display());
+        (Self::start(dir, &opts, &[]), tls_port)
+    }
+
     fn start(dir: &Path, spice_opts: &str, extra: &[String]) -> Self {
         let port = free_port();
         let serial = dir.join(format!("serial-{port}.log"));
@@ -183,6 +194,58 @@ impl Qemu {
     pub fn wait_serial(&self, needle: &str, limit: Duration) {
         wait_until(&format!("{needle:?} on the guest's serial console"), limit, || self.serial_log().contains(needle));
     }
+}
+
+/// Writes `ca-cert.pem`, `server-cert.pem` and `server-key.pem` (what QEMU's
+/// `x509-dir` expects) into `dir`, with `openssl`.
+pub fn make_x509_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = run_bounded(Command::new("openssl").current_dir(dir).args(args), Duration::from_secs(60));
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=spicetap test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca-cert.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca-cert.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server-cert.pem",
+    ]);
 }
 
 /// Builds (or reuses the cache of) the Linux test guest; returns its folder.
@@ -394,6 +457,19 @@ pub fn check_pcap(session_dir: &Path, channel: &serde_json::Value) -> String {
 /// `addr` (to a QEMU with ticketing disabled) and returns the stream after
 /// the link result.
 pub fn link_raw(addr: SocketAddr, channel_type: u8, connection_id: u32) -> TcpStream {
+    let (s, reply) = link_start(addr, channel_type, connection_id);
+    assert_eq!(link_error(&reply), 0, "link reply error");
+    link_finish(s, &reply)
+}
+
+/// The `error` field of a `SpiceLinkReply` body.
+pub fn link_error(reply: &[u8]) -> u32 {
+    u32::from_le_bytes(reply[..4].try_into().unwrap())
+}
+
+/// Sends a link message and reads the link reply; returns the stream and
+/// the `SpiceLinkReply` body.
+pub fn link_start(addr: SocketAddr, channel_type: u8, connection_id: u32) -> (TcpStream, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let caps: u32 = 0b1011; // AUTH_SELECTION, AUTH_SPICE, MINI_HEADER
@@ -416,7 +492,19 @@ pub fn link_raw(addr: SocketAddr, channel_type: u8, connection_id: u32) -> TcpSt
     let size = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
     let mut reply = vec![0u8; size];
     s.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[..4], &[0, 0, 0, 0], "link reply error");
+    (s, reply)
+}
+
+/// Sends the auth mechanism and an empty-password ticket, checks the link
+/// result is OK.
+pub fn link_finish(mut s: TcpStream, reply: &[u8]) -> TcpStream {
+    assert_eq!(link_result(&mut s, reply), 0, "link result");
+    s
+}
+
+/// Sends the auth mechanism and an empty-password ticket; returns the link
+/// result (`SpiceLinkErr`).
+pub fn link_result(s: &mut TcpStream, reply: &[u8]) -> u32 {
     s.write_all(&1u32.to_le_bytes()).unwrap();
     // An empty password, RSA-OAEP (SHA-1) under the server's key, as
     // spice-gtk sends it when there is no password.
@@ -426,6 +514,5 @@ pub fn link_raw(addr: SocketAddr, channel_type: u8, connection_id: u32) -> TcpSt
     s.write_all(&ticket).unwrap();
     let mut result = [0u8; 4];
     s.read_exact(&mut result).unwrap();
-    assert_eq!(result, [0, 0, 0, 0], "link result");
-    s
+    u32::from_le_bytes(result)
 }
