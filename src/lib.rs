@@ -33,4 +33,5 @@ pub mod link;
 pub mod protocol;
 pub mod proxy;
 pub mod session;
+pub mod tls;
 pub mod wire;

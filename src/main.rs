@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use spicetap::protocol::ChannelType;
+use spicetap::proxy::channel::RequireTls;
+use spicetap::proxy::upstream::{TlsChannels, Upstream};
 use spicetap::proxy::{Proxy, ProxyConfig};
+use spicetap::tls::certs::Identity;
+use spicetap::tls::subject::{HostSubject, subject_text};
+use spicetap::tls::{UpstreamVerify, client_config, server_config};
 
 /// A transparent SPICE recording proxy.
 #[derive(Debug, Parser)]
@@ -26,12 +31,55 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ProxyArgs {
-    /// Address to accept SPICE clients on; port 0 picks a free port. Repeatable.
-    #[arg(long, default_value = "127.0.0.1:5900")]
-    listen: Vec<SocketAddr>,
-    /// The SPICE server (QEMU's `-spice port=`), HOST:PORT.
+    /// Address to accept plain-TCP SPICE clients on; port 0 picks a free
+    /// port. Repeatable. Default 127.0.0.1:5900 when no --tls-listen is given.
     #[arg(long)]
-    upstream: String,
+    listen: Vec<SocketAddr>,
+    /// Address to accept TLS SPICE clients on (QEMU's `tls-port`
+    /// equivalent). Repeatable.
+    #[arg(long)]
+    tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for the TLS listener (with --key).
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// PEM private key for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Without --cert/--key: folder where spicetap generates (once) and then
+    /// reuses its CA and server certificate.
+    #[arg(long, value_name = "DIR", default_value = "certs")]
+    cert_dir: PathBuf,
+    /// Host name to put in the generated server certificate (besides the
+    /// listen addresses). Repeatable.
+    #[arg(long, value_name = "NAME")]
+    cert_hostname: Vec<String>,
+    /// Refuse these channels on the plain listener with
+    /// SPICE_LINK_ERR_NEED_SECURED, so clients use the TLS listener:
+    /// `all` or a list such as `main,inputs`.
+    #[arg(long, value_name = "all|CHANNELS")]
+    require_client_tls: Option<String>,
+    /// The SPICE server's plain port (QEMU's `-spice port=`), HOST:PORT.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// The SPICE server's TLS port (QEMU's `-spice tls-port=`), HOST:PORT.
+    #[arg(long)]
+    upstream_tls: Option<String>,
+    /// CA certificate(s) (PEM) the server's certificate must chain to.
+    /// Default: the system bundle /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Check the server certificate's subject instead of its host name, as
+    /// spice-gtk's --spice-host-subject: "C=XX,O=Example,CN=host".
+    #[arg(long, value_name = "SUBJECT")]
+    upstream_host_subject: Option<String>,
+    /// Do not check the server's certificate at all. For tests only:
+    /// warned at start-up and recorded in session.json.
+    #[arg(long)]
+    upstream_insecure: bool,
+    /// Which channels use TLS to the server: `auto` (plain, then TLS when
+    /// the server answers NEED_SECURED), `all`, `none`, or a list of channels.
+    #[arg(long, value_name = "auto|all|none|CHANNELS", default_value = "auto")]
+    upstream_tls_channels: String,
     /// Record each session into DIR/<UTC start>-<session id>/: a pcap per
     /// channel and session.json.
     #[arg(long, value_name = "DIR")]
@@ -50,6 +98,10 @@ struct ProxyArgs {
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     capture_queue_mib: usize,
+}
+
+fn parse_channels(list: &str) -> Result<Vec<ChannelType>> {
+    list.split(',').filter(|c| !c.is_empty()).map(parse_channel).collect()
 }
 
 fn parse_channel(name: &str) -> Result<ChannelType> {
@@ -74,13 +126,76 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         filter = filter.add_directive("spicetap::messages=debug".parse()?);
     }
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if args.upstream.is_none() && args.upstream_tls.is_none() {
+        bail!("give --upstream HOST:PORT and/or --upstream-tls HOST:PORT");
+    }
     if args.max_connections == 0 {
         bail!("--max-connections must be at least 1");
     }
 
+    let mut listen = args.listen;
+    if listen.is_empty() && args.tls_listen.is_empty() {
+        listen.push(SocketAddr::from(([127, 0, 0, 1], 5900)));
+    }
+
+    let tls_server = if args.tls_listen.is_empty() {
+        None
+    } else {
+        let identity = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+            _ => {
+                let ips: Vec<_> = args.tls_listen.iter().chain(&listen).map(SocketAddr::ip).collect();
+                Identity::generated_in(&args.cert_dir, &args.cert_hostname, &ips)?
+            }
+        };
+        let subject = identity.chain.first().and_then(|c| subject_text(c)).unwrap_or_default();
+        match &identity.ca_path {
+            Some(ca) => {
+                tracing::info!(ca = %ca.display(), %subject, "TLS clients trust this CA (--spice-ca-file); host subject for --spice-host-subject")
+            }
+            None => tracing::info!(%subject, "TLS certificate subject (for --spice-host-subject)"),
+        }
+        Some(server_config(identity).context("TLS certificate and key")?)
+    };
+
+    let require_client_tls = match args.require_client_tls.as_deref() {
+        None => RequireTls::None,
+        Some("all") => RequireTls::All,
+        Some(list) => RequireTls::List(parse_channels(list)?),
+    };
+    if require_client_tls != RequireTls::None && args.tls_listen.is_empty() {
+        bail!("--require-client-tls sends clients to a TLS port: give --tls-listen too");
+    }
+
+    let tls_channels = match args.upstream_tls_channels.as_str() {
+        "auto" => TlsChannels::Auto,
+        "all" => TlsChannels::All,
+        "none" => TlsChannels::None,
+        list => TlsChannels::List(parse_channels(list)?),
+    };
+    let tls_upstream = match &args.upstream_tls {
+        None => None,
+        Some(address) => {
+            let verify = if args.upstream_insecure {
+                tracing::warn!("--upstream-insecure: the server's certificate is NOT checked; for tests only");
+                UpstreamVerify::Insecure
+            } else if let Some(s) = &args.upstream_host_subject {
+                UpstreamVerify::Subject(HostSubject::parse(s)?)
+            } else {
+                UpstreamVerify::Hostname
+            };
+            Some((address.clone(), client_config(args.upstream_ca.as_deref(), verify)?))
+        }
+    };
+    let upstream = Upstream::new(args.upstream.clone(), tls_upstream, tls_channels)?;
+
     let config = ProxyConfig {
-        listen: args.listen,
-        upstream: args.upstream,
+        listen,
+        tls_listen: args.tls_listen,
+        tls_server,
+        upstream: std::sync::Arc::new(upstream),
+        upstream_insecure: args.upstream_insecure,
+        require_client_tls,
         capture_dir: args.capture,
         ready_file: args.ready_file,
         debug_channels,

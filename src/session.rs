@@ -43,6 +43,7 @@ pub struct Sessions {
     capture_dir: Option<PathBuf>,
     capture_budget: usize,
     upstream: String,
+    upstream_insecure: bool,
     live: Mutex<HashMap<u32, Entry>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
@@ -50,12 +51,14 @@ pub struct Sessions {
 
 impl Sessions {
     /// A registry that records into `capture_dir` when given, with at most
-    /// `capture_budget` bytes queued per session.
-    pub fn new(capture_dir: Option<PathBuf>, capture_budget: usize, upstream: String) -> Self {
+    /// `capture_budget` bytes queued per session. `upstream` and
+    /// `upstream_insecure` go into every `session.json`.
+    pub fn new(capture_dir: Option<PathBuf>, capture_budget: usize, upstream: String, upstream_insecure: bool) -> Self {
         Self {
             capture_dir,
             capture_budget,
             upstream,
+            upstream_insecure,
             live: Mutex::new(HashMap::new()),
             writers: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(1),
@@ -130,6 +133,7 @@ impl Sessions {
                 end: None,
                 client_address: client.to_string(),
                 upstream_address: self.upstream.clone(),
+                upstream_insecure: self.upstream_insecure,
                 channels: Vec::new(),
             };
             match writer::spawn(dir.clone(), report, self.capture_budget) {

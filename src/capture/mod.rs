@@ -327,6 +327,7 @@ mod tests {
             end: None,
             client_address: String::new(),
             upstream_address: String::new(),
+            upstream_insecure: false,
             channels: Vec::new(),
         };
         let (sink, handle) = writer::spawn(session_dir.clone(), report0, 1 << 20).unwrap();

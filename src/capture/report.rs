@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::link::{Caps, HeaderKind};
 use crate::protocol::{ChannelType, Direction, channel_cap_names_of, common_cap_names, message_name};
+use crate::tls::TlsInfo;
 
 /// The whole `session.json` document.
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +27,9 @@ pub struct SessionReport {
     pub client_address: String,
     /// Address of the SPICE server the proxy forwards to.
     pub upstream_address: String,
+    /// Whether upstream certificates go unchecked (`--upstream-insecure`,
+    /// for tests only).
+    pub upstream_insecure: bool,
     /// Channel connections, in the order they were opened.
     pub channels: Vec<ChannelReport>,
 }
@@ -73,6 +77,17 @@ pub struct ChannelReport {
     /// Link error the server answered, if not OK (`SPICE_LINK_ERR_*`), in
     /// the link reply or the link result.
     pub link_error: Option<String>,
+    /// TLS parameters of the client leg; `null` for plain TCP.
+    pub client_tls: Option<TlsInfo>,
+    /// Upstream address this channel was connected to.
+    pub upstream_address: Option<String>,
+    /// TLS parameters of the upstream leg; `null` for plain TCP.
+    pub upstream_tls: Option<TlsInfo>,
+    /// Whether the server refused the plain leg with NEED_SECURED and
+    /// spicetap reconnected over TLS (`--upstream-tls-channels auto`).
+    pub upstream_upgraded_to_tls: bool,
+    /// A link refusal spicetap sent itself without contacting the server.
+    pub answered_by_proxy: Option<String>,
     /// Caps the client sent.
     pub client_caps: CapsReport,
     /// Caps the server answered.
@@ -106,6 +121,11 @@ impl ChannelReport {
             opened: rfc3339(opened),
             closed: None,
             header_kind: None,
+            client_tls: None,
+            upstream_address: None,
+            upstream_tls: None,
+            upstream_upgraded_to_tls: false,
+            answered_by_proxy: None,
             auth_mechanism: None,
             link_error: None,
             client_caps: CapsReport::default(),

@@ -17,36 +17,67 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use super::io::{BoxedStream, Connector};
-use super::link_stage::{self, LinkEnd, LinkStage};
+use super::io::BoxedStream;
+use super::link_stage::{self, LinkEnd, LinkPolicy, LinkStage};
 use super::relay::{Observer, RelayEnd, SessionIdHook, relay};
+use super::upstream::Upstream;
 use crate::capture::report::{CapsReport, ChannelReport, DirectionReport, EndReport, rfc3339};
 use crate::capture::{CaptureEvent, ChannelCapture};
 use crate::framing::Framer;
 use crate::link::HeaderKind;
 use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_AUTH_SPICE};
 use crate::session::{Session, Sessions};
+use crate::tls::TlsInfo;
 
 /// What every channel task of a proxy shares.
 pub struct Shared {
     /// The session registry.
     pub sessions: Arc<Sessions>,
     /// How to reach the server.
-    pub connector: Arc<dyn Connector>,
+    pub upstream: Arc<Upstream>,
+    /// Channel types refused on a plain client leg (`--require-client-tls`).
+    pub require_client_tls: RequireTls,
     /// Channel types whose messages are logged one by one.
     pub debug_channels: Vec<ChannelType>,
     /// Becomes `true` when the proxy stops.
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// Which channels must reach spicetap over TLS (`--require-client-tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RequireTls {
+    /// None: plain clients are served on every channel.
+    #[default]
+    None,
+    /// Every channel.
+    All,
+    /// These channel types.
+    List(Vec<ChannelType>),
+}
+
+impl RequireTls {
+    /// Whether channel type `ct` must be TLS.
+    pub fn requires(&self, ct: ChannelType) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::List(l) => l.contains(&ct),
+        }
+    }
+}
+
 /// The session a channel belongs to, once known.
 type SessionSlot = Arc<Mutex<Option<Arc<Session>>>>;
 
-/// Serves one accepted client connection until it closes.
-pub async fn serve(mut client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted client connection until it closes. `client_tls`
+/// describes the client leg's TLS session, if it is TLS.
+pub async fn serve(mut client: BoxedStream, client_tls: Option<TlsInfo>, peer: SocketAddr, shared: Arc<Shared>) {
     let accepted = SystemTime::now();
     let opened = OffsetDateTime::now_utc();
-    let (stage, end) = match link_stage::run(&mut client, shared.connector.as_ref()).await {
+    let require = |ct| shared.require_client_tls.requires(ct);
+    let policy =
+        LinkPolicy { upstream: &shared.upstream, client_tls: client_tls.is_some(), require_client_tls: &require };
+    let (stage, end) = match link_stage::run(&mut client, &policy).await {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(client = %peer, error = %e, "connection closed during link stage");
@@ -59,11 +90,13 @@ pub async fn serve(mut client: BoxedStream, peer: SocketAddr, shared: Arc<Shared
         channel = %stage.mess.channel_type,
         id = stage.mess.channel_id,
     );
-    serve_linked(client, peer, shared, stage, end, accepted, opened).instrument(span).await;
+    serve_linked(client, client_tls, peer, shared, stage, end, accepted, opened).instrument(span).await;
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_linked(
     client: BoxedStream,
+    client_tls: Option<TlsInfo>,
     peer: SocketAddr,
     shared: Arc<Shared>,
     stage: LinkStage,
@@ -75,6 +108,11 @@ async fn serve_linked(
     let key = shared.sessions.next_key();
     let mut report = ChannelReport::new(ct, stage.mess.channel_id, stage.mess.connection_id, peer.to_string(), opened);
     report.client_caps = CapsReport::new(ct, &stage.mess.caps);
+    report.client_tls = client_tls;
+    report.upstream_address.clone_from(&stage.upstream_address);
+    report.upstream_tls.clone_from(&stage.upstream_tls);
+    report.upstream_upgraded_to_tls = stage.upgraded_to_tls;
+    report.answered_by_proxy = stage.answered_by_proxy.map(|e| e.name().into_owned());
     if let Some(reply) = &stage.reply {
         report.server_caps = CapsReport::new(ct, &reply.caps);
     }
@@ -112,6 +150,11 @@ async fn serve_linked(
 
     let link_bytes = [stage.bytes(Direction::ClientToServer), stage.bytes(Direction::ServerToClient)];
     let (first, reason, error) = match end {
+        LinkEnd::Refused(err) if stage.answered_by_proxy.is_some() => {
+            tracing::info!(link_error = %err, "plain client on a channel that requires TLS; answered NEED_SECURED");
+            report.link_error = Some(err.name().into_owned());
+            (Direction::ServerToClient, "link_failed", Some(format!("spicetap answered {err} (--require-client-tls)")))
+        }
         LinkEnd::Refused(err) => {
             tracing::warn!(link_error = %err, "server refused the link; refusal forwarded to the client");
             report.link_error = Some(err.name().into_owned());

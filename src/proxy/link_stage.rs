@@ -11,10 +11,12 @@ use bytes::Bytes;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::io::{BoxedStream, Connector};
+use super::io::BoxedStream;
+use super::upstream::{Connected, Leg, Upstream};
 use crate::limits::{LINK_TIMEOUT, MAX_LINK_SIZE};
 use crate::link::{HeaderKind, LinkError, LinkHeader, LinkMess, LinkReply, auth_selection};
-use crate::protocol::{Direction, LinkErr, SPICE_AUTH_SASL, SPICE_TICKET_BYTES};
+use crate::protocol::{ChannelType, Direction, LinkErr, SPICE_AUTH_SASL, SPICE_TICKET_BYTES};
+use crate::tls::TlsInfo;
 
 /// Why a connection never became a SPICE channel.
 #[derive(Debug, Error)]
@@ -29,9 +31,9 @@ pub enum LinkStageError {
     /// The client took longer than the link timeout.
     #[error("client sent no complete link message within {0:?}")]
     Timeout(std::time::Duration),
-    /// The upstream could not be reached; the client got
-    /// `SPICE_LINK_ERR_ERROR`.
-    #[error("upstream {address} unreachable: {error}")]
+    /// The upstream could not be reached, or its TLS certificate was
+    /// refused; the client got `SPICE_LINK_ERR_ERROR`.
+    #[error("cannot connect upstream {address}: {error}")]
     Upstream {
         /// Upstream address.
         address: String,
@@ -62,6 +64,15 @@ pub struct LinkStage {
     pub auth_mechanism: Option<u32>,
     /// Every piece forwarded, in order.
     pub pieces: Vec<LinkPiece>,
+    /// The upstream address connected to, if any.
+    pub upstream_address: Option<String>,
+    /// TLS parameters of the upstream leg, when it is TLS.
+    pub upstream_tls: Option<TlsInfo>,
+    /// Whether a plain upstream leg refused with NEED_SECURED was replaced
+    /// by a TLS leg.
+    pub upgraded_to_tls: bool,
+    /// A refusal spicetap answered itself (the upstream was not contacted).
+    pub answered_by_proxy: Option<LinkErr>,
 }
 
 impl LinkStage {
@@ -88,6 +99,18 @@ pub enum LinkEnd {
     Failed(String),
 }
 
+/// What the link stage needs to know beyond the two streams.
+pub struct LinkPolicy<'a> {
+    /// How to reach the server.
+    pub upstream: &'a Upstream,
+    /// Whether the client leg is TLS.
+    pub client_tls: bool,
+    /// Channel types that must come over TLS (`--require-client-tls`):
+    /// on a plain client leg they are refused with
+    /// `SPICE_LINK_ERR_NEED_SECURED`, as spice-server does for `tls-channel=`.
+    pub require_client_tls: &'a (dyn Fn(ChannelType) -> bool + Sync),
+}
+
 /// Runs the link stage on a fresh client connection.
 ///
 /// # Errors
@@ -95,7 +118,7 @@ pub enum LinkEnd {
 /// time, or when the upstream is unreachable (after answering the client
 /// with `SPICE_LINK_ERR_ERROR`). Failures after that are a
 /// [`LinkEnd::Failed`], so the partial link stage can still be recorded.
-pub async fn run(client: &mut BoxedStream, connector: &dyn Connector) -> Result<(LinkStage, LinkEnd), LinkStageError> {
+pub async fn run(client: &mut BoxedStream, policy: &LinkPolicy<'_>) -> Result<(LinkStage, LinkEnd), LinkStageError> {
     let first = tokio::time::timeout(LINK_TIMEOUT, read_link(client, LinkMess::FIXED_SIZE))
         .await
         .map_err(|_| LinkStageError::Timeout(LINK_TIMEOUT))?;
@@ -105,34 +128,98 @@ pub async fn run(client: &mut BoxedStream, connector: &dyn Connector) -> Result<
         Err(ReadLinkError::Io(e)) => return Err(LinkStageError::ClientIo(e)),
     };
     let mess = LinkMess::parse(&bytes[body_at..])?;
+    let ct = mess.channel_type;
     let mut stage = LinkStage {
         mess,
         reply: None,
         auth_mechanism: None,
         pieces: vec![LinkPiece { dir: Direction::ClientToServer, at: SystemTime::now(), bytes: bytes.clone() }],
+        upstream_address: None,
+        upstream_tls: None,
+        upgraded_to_tls: false,
+        answered_by_proxy: None,
     };
 
-    let mut upstream = match connector.connect().await {
-        Ok(s) => s,
+    if !policy.client_tls && (policy.require_client_tls)(ct) {
+        let refusal = Bytes::from(LinkReply::encode_error(LinkErr::NEED_SECURED));
+        stage.answered_by_proxy = Some(LinkErr::NEED_SECURED);
+        let sent = forward(client, Direction::ServerToClient, refusal, &mut stage).await;
+        let _ = client.shutdown().await;
+        return Ok((stage, sent.map_or_else(LinkEnd::Failed, |()| LinkEnd::Refused(LinkErr::NEED_SECURED))));
+    }
+
+    let upstream = policy.upstream;
+    let leg = upstream.first_leg(ct);
+    let mut conn = connect_or_refuse(client, upstream, leg).await?;
+    stage.upstream_address = Some(conn.address.clone());
+    stage.upstream_tls = conn.tls.clone();
+
+    let reply = match exchange_link(&mut conn.stream, &bytes).await {
+        Ok(r) => r,
+        Err(e) => return Ok((stage, LinkEnd::Failed(e))),
+    };
+    let reply = if leg == Leg::Plain
+        && upstream.upgrades()
+        && LinkReply::parse(&reply[LinkHeader::SIZE..]).is_ok_and(|r| r.error == LinkErr::NEED_SECURED)
+    {
+        // The server wants this channel secured: reconnect over TLS before the
+        // client sees anything.
+        tracing::info!(address = %conn.address, "server answered NEED_SECURED; reconnecting over TLS");
+        conn = connect_or_refuse(client, upstream, Leg::Tls).await?;
+        stage.upstream_address = Some(conn.address.clone());
+        stage.upstream_tls = conn.tls.clone();
+        stage.upgraded_to_tls = true;
+        match exchange_link(&mut conn.stream, &bytes).await {
+            Ok(r) => r,
+            Err(e) => return Ok((stage, LinkEnd::Failed(e))),
+        }
+    } else {
+        reply
+    };
+
+    let mut upstream_stream = conn.stream;
+    let end =
+        match tokio::time::timeout(LINK_TIMEOUT * 6, finish(client, &mut upstream_stream, &mut stage, reply)).await {
+            Ok(Ok(Some(framing))) => LinkEnd::Linked { upstream: upstream_stream, framing },
+            Ok(Ok(None)) => {
+                let err = stage.reply.as_ref().map_or(LinkErr::ERROR, |r| r.error);
+                let err = if err == LinkErr::OK { last_result(&stage).unwrap_or(LinkErr::ERROR) } else { err };
+                LinkEnd::Refused(err)
+            }
+            Ok(Err(e)) => LinkEnd::Failed(e),
+            Err(_) => LinkEnd::Failed(format!("link stage not finished within {:?}", LINK_TIMEOUT * 6)),
+        };
+    Ok((stage, end))
+}
+
+/// Connects `leg`; on failure answers the client `SPICE_LINK_ERR_ERROR`.
+async fn connect_or_refuse(
+    client: &mut BoxedStream,
+    upstream: &Upstream,
+    leg: Leg,
+) -> Result<Connected, LinkStageError> {
+    match upstream.connect(leg).await {
+        Ok(c) => Ok(c),
         Err(error) => {
             let reply = LinkReply::encode_error(LinkErr::ERROR);
             // Best effort: the client may already be gone.
             let _ = client.write_all(&reply).await;
             let _ = client.shutdown().await;
-            return Err(LinkStageError::Upstream { address: connector.describe(), error });
+            let address = match leg {
+                Leg::Tls => format!("TLS {}", upstream.address(leg).unwrap_or_default()),
+                Leg::Plain => upstream.address(leg).unwrap_or_default().to_string(),
+            };
+            Err(LinkStageError::Upstream { address, error })
         }
-    };
-    let end = match tokio::time::timeout(LINK_TIMEOUT * 6, finish(client, &mut upstream, &mut stage, bytes)).await {
-        Ok(Ok(Some(framing))) => LinkEnd::Linked { upstream, framing },
-        Ok(Ok(None)) => {
-            let err = stage.reply.as_ref().map_or(LinkErr::ERROR, |r| r.error);
-            let err = if err == LinkErr::OK { last_result(&stage).unwrap_or(LinkErr::ERROR) } else { err };
-            LinkEnd::Refused(err)
-        }
-        Ok(Err(e)) => LinkEnd::Failed(e),
-        Err(_) => LinkEnd::Failed(format!("link stage not finished within {:?}", LINK_TIMEOUT * 6)),
-    };
-    Ok((stage, end))
+    }
+}
+
+/// Sends the client's link message upstream and reads the whole reply
+/// (header and body).
+async fn exchange_link(upstream: &mut BoxedStream, link_mess: &Bytes) -> Result<Bytes, String> {
+    upstream.write_all(link_mess).await.map_err(|e| format!("writing link message upstream: {e}"))?;
+    let (reply, _) = read_link(upstream, 4).await.map_err(|e| format!("server link reply: {e}"))?;
+    Ok(reply)
 }
 
 fn last_result(stage: &LinkStage) -> Option<LinkErr> {
@@ -140,19 +227,16 @@ fn last_result(stage: &LinkStage) -> Option<LinkErr> {
     Some(LinkErr(u32::from_le_bytes([p.bytes[0], p.bytes[1], p.bytes[2], p.bytes[3]])))
 }
 
-/// The rest of the link stage after the client's link message was read.
+/// The rest of the link stage once the server's link reply was read.
 /// `Ok(Some(kind))` when linked, `Ok(None)` when the server refused.
 async fn finish(
     client: &mut BoxedStream,
     upstream: &mut BoxedStream,
     stage: &mut LinkStage,
-    link_mess: Bytes,
+    reply_bytes: Bytes,
 ) -> Result<Option<Option<HeaderKind>>, String> {
-    upstream.write_all(&link_mess).await.map_err(|e| format!("writing link message upstream: {e}"))?;
-
     // SpiceLinkReply. An error reply may be as short as its error code.
-    let (reply_bytes, body_at) = read_link(upstream, 4).await.map_err(|e| format!("server link reply: {e}"))?;
-    let reply = LinkReply::parse(&reply_bytes[body_at..]).map_err(|e| format!("server link reply: {e}"))?;
+    let reply = LinkReply::parse(&reply_bytes[LinkHeader::SIZE..]).map_err(|e| format!("server link reply: {e}"))?;
     forward(client, Direction::ServerToClient, reply_bytes, stage).await?;
     let refused = reply.error != LinkErr::OK;
     let selection = auth_selection(&stage.mess.caps, &reply.caps);

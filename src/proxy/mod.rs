@@ -10,6 +10,7 @@ pub mod channel;
 pub mod io;
 pub mod link_stage;
 pub mod relay;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,18 +23,28 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use crate::limits::LINK_TIMEOUT;
 use crate::protocol::ChannelType;
 use crate::session::Sessions;
-use channel::Shared;
-use io::{Connector, TcpConnector};
+use crate::tls::TlsInfo;
+use channel::{RequireTls, Shared};
+use upstream::Upstream;
 
 /// What the proxy is told to do.
-#[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// Addresses to accept SPICE clients on (port 0 picks a free port).
+    /// Addresses to accept plain-TCP SPICE clients on (port 0 picks a free
+    /// port).
     pub listen: Vec<SocketAddr>,
-    /// `HOST:PORT` of the SPICE server.
-    pub upstream: String,
+    /// Addresses to accept TLS SPICE clients on.
+    pub tls_listen: Vec<SocketAddr>,
+    /// The client-facing TLS configuration (needed with `tls_listen`).
+    pub tls_server: Option<Arc<rustls::ServerConfig>>,
+    /// How to reach the SPICE server.
+    pub upstream: Arc<Upstream>,
+    /// Whether upstream certificates go unchecked (recorded in `session.json`).
+    pub upstream_insecure: bool,
+    /// Channel types refused on the plain listener with NEED_SECURED.
+    pub require_client_tls: RequireTls,
     /// Folder that receives one sub-folder per session, when recording.
     pub capture_dir: Option<PathBuf>,
     /// File that receives `host:port` of the first listener once it accepts.
@@ -79,14 +90,17 @@ pub enum ProxyError {
     /// No listen address was given.
     #[error("no listen address")]
     NoListener,
+    /// A TLS listener without a TLS configuration.
+    #[error("--tls-listen needs a certificate")]
+    NoTlsConfig,
 }
 
 /// A bound, not yet running proxy.
 pub struct Proxy {
-    listeners: Vec<TcpListener>,
+    /// Each listener with whether it is a TLS listener.
+    listeners: Vec<(TcpListener, bool)>,
     config: ProxyConfig,
     sessions: Arc<Sessions>,
-    connector: Arc<dyn Connector>,
 }
 
 impl Proxy {
@@ -96,26 +110,38 @@ impl Proxy {
     /// [`ProxyError`] when an address cannot be bound or the capture folder
     /// cannot be created.
     pub async fn bind(config: ProxyConfig) -> Result<Self, ProxyError> {
-        if config.listen.is_empty() {
+        if config.listen.is_empty() && config.tls_listen.is_empty() {
             return Err(ProxyError::NoListener);
+        }
+        if !config.tls_listen.is_empty() && config.tls_server.is_none() {
+            return Err(ProxyError::NoTlsConfig);
         }
         if let Some(dir) = &config.capture_dir {
             tokio::fs::create_dir_all(dir).await.map_err(|error| ProxyError::CaptureDir { dir: dir.clone(), error })?;
         }
         let mut listeners = Vec::new();
-        for addr in &config.listen {
+        let all = config.listen.iter().map(|a| (a, false)).chain(config.tls_listen.iter().map(|a| (a, true)));
+        for (addr, tls) in all {
             let l = TcpListener::bind(addr).await.map_err(|error| ProxyError::Bind { addr: *addr, error })?;
-            listeners.push(l);
+            listeners.push((l, tls));
         }
-        let connector: Arc<dyn Connector> = Arc::new(TcpConnector { address: config.upstream.clone() });
-        let sessions =
-            Arc::new(Sessions::new(config.capture_dir.clone(), config.capture_queue_bytes, connector.describe()));
-        Ok(Self { listeners, config, sessions, connector })
+        let sessions = Arc::new(Sessions::new(
+            config.capture_dir.clone(),
+            config.capture_queue_bytes,
+            config.upstream.describe(),
+            config.upstream_insecure,
+        ));
+        Ok(Self { listeners, config, sessions })
     }
 
-    /// The bound addresses, in the order given.
+    /// The bound plain-TCP addresses, in the order given.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+        self.listeners.iter().filter(|(_, tls)| !tls).filter_map(|(l, _)| l.local_addr().ok()).collect()
+    }
+
+    /// The bound TLS addresses, in the order given.
+    pub fn local_tls_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().filter(|(_, tls)| *tls).filter_map(|(l, _)| l.local_addr().ok()).collect()
     }
 
     /// Accepts and serves clients until `stop` completes, then closes the
@@ -125,13 +151,28 @@ impl Proxy {
     /// # Errors
     /// [`ProxyError::ReadyFile`] when the ready file cannot be written.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ProxyError> {
+        let upstream = self.config.upstream.describe();
         for addr in self.local_addrs() {
-            tracing::info!(%addr, upstream = %self.config.upstream, "listening");
+            tracing::info!(%addr, %upstream, "listening");
         }
-        if let (Some(file), Some(addr)) = (&self.config.ready_file, self.local_addrs().first()) {
+        for addr in self.local_tls_addrs() {
+            tracing::info!(%addr, %upstream, "listening (TLS)");
+        }
+        if let Some(file) = &self.config.ready_file {
+            // First line: the first plain listener (or TLS if none); a
+            // second line `tls host:port` when there is a TLS listener.
+            let plain = self.local_addrs();
+            let tls = self.local_tls_addrs();
+            let mut text = String::new();
+            if let Some(a) = plain.first().or(tls.first()) {
+                text.push_str(&format!("{a}\n"));
+            }
+            if let Some(a) = tls.first() {
+                text.push_str(&format!("tls {a}\n"));
+            }
             let tmp = file.with_extension("tmp");
             let written = async {
-                tokio::fs::write(&tmp, format!("{addr}\n")).await?;
+                tokio::fs::write(&tmp, text).await?;
                 tokio::fs::rename(&tmp, file).await
             };
             written.await.map_err(|error| ProxyError::ReadyFile { file: file.clone(), error })?;
@@ -139,7 +180,8 @@ impl Proxy {
         let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             sessions: self.sessions.clone(),
-            connector: self.connector.clone(),
+            upstream: self.config.upstream.clone(),
+            require_client_tls: self.config.require_client_tls.clone(),
             debug_channels: self.config.debug_channels.clone(),
             shutdown: stop_rx,
         });
@@ -147,25 +189,27 @@ impl Proxy {
         let mut tasks = JoinSet::new();
         let mut accepts = JoinSet::new();
         let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
-        for l in self.listeners {
+        for (l, tls) in self.listeners {
             let tx = conn_tx.clone();
-            accepts.spawn(accept_loop(l, tx));
+            accepts.spawn(accept_loop(l, tls, tx));
         }
+        let acceptor = self.config.tls_server.clone().map(tokio_rustls::TlsAcceptor::from);
         drop(conn_tx);
         tokio::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                Some((stream, peer)) = conn_rx.recv() => {
+                Some((stream, peer, tls)) = conn_rx.recv() => {
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
                         tracing::warn!(client = %peer, max = self.config.max_connections, "too many connections; closed");
                         continue;
                     };
                     let shared = shared.clone();
+                    let acceptor = if tls { acceptor.clone() } else { None };
                     tasks.spawn(async move {
-                        match io::accept_tcp(stream, peer) {
-                            Ok(s) => channel::serve(s, peer, shared).await,
-                            Err(e) => tracing::warn!(client = %peer, error = %e, "cannot set up accepted socket"),
+                        match client_leg(stream, peer, acceptor).await {
+                            Ok((s, info)) => channel::serve(s, info, peer, shared).await,
+                            Err(e) => tracing::warn!(client = %peer, error = %e, "connection closed before the link stage"),
                         }
                         drop(permit);
                     });
@@ -184,12 +228,34 @@ impl Proxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tx: tokio::sync::mpsc::Sender<(tokio::net::TcpStream, SocketAddr)>) {
+/// Sets up the client leg: TCP options, then the TLS handshake on a TLS
+/// listener (bounded by the link timeout).
+async fn client_leg(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<(io::BoxedStream, Option<TlsInfo>)> {
+    let Some(acceptor) = acceptor else {
+        return Ok((io::accept_tcp(stream, peer)?, None));
+    };
+    stream.set_nodelay(true)?;
+    let tls = tokio::time::timeout(LINK_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+    let info = TlsInfo::of(tls.get_ref().1);
+    tracing::debug!(client = %peer, version = %info.version, cipher = %info.cipher_suite, "TLS client");
+    Ok((Box::new(tls), Some(info)))
+}
+
+type Accepted = (tokio::net::TcpStream, SocketAddr, bool);
+
+async fn accept_loop(listener: TcpListener, tls: bool, tx: tokio::sync::mpsc::Sender<Accepted>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tracing::debug!(client = %peer, "accepted");
-                if tx.send((stream, peer)).await.is_err() {
+                tracing::debug!(client = %peer, tls, "accepted");
+                if tx.send((stream, peer, tls)).await.is_err() {
                     return;
                 }
             }

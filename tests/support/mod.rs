@@ -153,9 +153,10 @@ impl Qemu {
         q
     }
 
-    /// SeaBIOS with a TLS port too: certificates made with `openssl` into
-    /// `dir/x509`, and `spice_opts` such as `tls-channel=main`. Returns the
-    /// QEMU and its TLS port.
+    /// SeaBIOS with a TLS port too: a CA and a server certificate for
+    /// 127.0.0.1 in `dir/x509` (QEMU's `x509-dir` layout), and `spice_opts`
+    /// such as `tls-channel=main`. Returns the QEMU and its TLS port; the CA
+    /// is `dir/x509/ca-cert.pem`.
     pub fn bios_tls(dir: &Path, spice_opts: &str) -> (Self, u16) {
         let x509 = dir.join("x509");
         make_x509_dir(&x509);
@@ -197,8 +198,16 @@ impl Qemu {
 }
 
 /// Writes `ca-cert.pem`, `server-cert.pem` and `server-key.pem` (what QEMU's
-/// `x509-dir` expects) into `dir`, with `openssl`.
+/// `x509-dir` expects) into `dir`: a CA and a certificate for 127.0.0.1
+/// (subject `O=spicetap, CN=qemu.test`), made with spicetap's generator.
 pub fn make_x509_dir(dir: &Path) {
+    let ip = "127.0.0.1".parse().unwrap();
+    spicetap::tls::certs::Identity::generated_in(dir, &["qemu.test".to_string()], &[ip]).unwrap();
+}
+
+/// The same files made with the `openssl` command (RSA keys, v1 server
+/// certificate without subject alternative names).
+pub fn make_x509_dir_openssl(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let run = |args: &[&str]| {
         let out = run_bounded(Command::new("openssl").current_dir(dir).args(args), Duration::from_secs(60));
@@ -260,7 +269,10 @@ pub fn build_guest() -> PathBuf {
 /// A running `spicetap proxy`.
 pub struct Spicetap {
     pub guard: Guard,
+    /// First listener (plain, or TLS when there is no plain one).
     pub addr: SocketAddr,
+    /// The TLS listener, when there is one.
+    pub tls_addr: Option<SocketAddr>,
     pub capture: Option<PathBuf>,
     pub log: PathBuf,
 }
@@ -268,14 +280,22 @@ pub struct Spicetap {
 impl Spicetap {
     /// Starts `spicetap proxy` on a free port in front of `upstream`.
     pub fn start(dir: &Path, upstream: &str, capture: bool, extra: &[&str]) -> Self {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--upstream", upstream];
+        args.extend_from_slice(extra);
+        Self::start_args(dir, capture, &args)
+    }
+
+    /// Starts `spicetap proxy ARGS` (with `--ready-file`, and `--capture`
+    /// when asked) and waits until it accepts connections.
+    pub fn start_args(dir: &Path, capture: bool, args: &[&str]) -> Self {
         let ready = dir.join(format!("ready-{}", free_port()));
         let log = dir.join(format!("spicetap-{}.log", free_port()));
         let capture_dir = capture.then(|| dir.join("capture"));
         let mut cmd = Command::new(SPICETAP);
-        cmd.args(["proxy", "--listen", "127.0.0.1:0", "--upstream", upstream])
+        cmd.arg("proxy")
             .arg("--ready-file")
             .arg(&ready)
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", std::env::var("SPICETAP_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -288,8 +308,11 @@ impl Spicetap {
             assert!(guard.is_running(), "spicetap exited early: {}", std::fs::read_to_string(&log).unwrap_or_default());
             ready.exists()
         });
-        let addr = std::fs::read_to_string(&ready).unwrap().trim().parse().unwrap();
-        Self { guard, addr, capture: capture_dir, log }
+        let text = std::fs::read_to_string(&ready).unwrap();
+        let mut lines = text.lines();
+        let addr = lines.next().expect("ready file names an address").parse().unwrap();
+        let tls_addr = lines.find_map(|l| l.strip_prefix("tls ")).map(|a| a.parse().unwrap());
+        Self { guard, addr, tls_addr, capture: capture_dir, log }
     }
 
     pub fn port(&self) -> u16 {
@@ -314,6 +337,24 @@ impl Spicetap {
         v.sort();
         v
     }
+}
+
+/// Runs `spicy-screenshot` over TLS against `tls_port`, trusting `ca`,
+/// writing `out`; returns whether it succeeded. spicy-screenshot has no CA
+/// option, and without one spice-gtk falls back to OpenSSL's default verify
+/// paths (spice-gtk `spice-channel.c`), which honour `SSL_CERT_FILE`.
+pub fn spicy_screenshot_tls(tls_port: u16, ca: &Path, out: &Path) -> bool {
+    let result = run_bounded(
+        Command::new("spicy-screenshot")
+            .args(["-h", "127.0.0.1", "-s", &tls_port.to_string(), "-o"])
+            .arg(out)
+            .env("SSL_CERT_FILE", ca),
+        Duration::from_secs(60),
+    );
+    if !result.status.success() {
+        eprintln!("spicy-screenshot: {}", String::from_utf8_lossy(&result.stderr));
+    }
+    result.status.success() && out.exists()
 }
 
 /// Runs `spicy-screenshot` against `port`, writing `out`; asserts success.
@@ -374,6 +415,24 @@ impl Xvfb {
             }
         }
         panic!("cannot start Xvfb");
+    }
+}
+
+/// Takes a screenshot with `direct` and one with `via` until both show the
+/// same picture (the SeaBIOS screen settles a few seconds after boot);
+/// panics after 30 s. The picture must not be blank.
+pub fn same_screen(direct: impl Fn(&Path), via: impl Fn(&Path), dir: &Path) {
+    let start = Instant::now();
+    let (a, b) = (dir.join("direct.ppm"), dir.join("via.ppm"));
+    loop {
+        direct(&a);
+        via(&b);
+        let (pa, pb) = (read_ppm(&a), read_ppm(&b));
+        if pa == pb && pa.2.iter().any(|&p| p != 0) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "screenshots through spicetap differ from direct ones");
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
