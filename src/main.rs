@@ -7,8 +7,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use spicetap::auth::audit::AuditLog;
+use spicetap::auth::ratelimit::FailureLimiter;
+use spicetap::auth::targets::{Lookup, Targets};
+use spicetap::auth::ticket::KeyPool;
 use spicetap::protocol::ChannelType;
 use spicetap::proxy::channel::RequireTls;
+use spicetap::proxy::token_link::TokenAuth;
 use spicetap::proxy::upstream::{TlsChannels, Upstream};
 use spicetap::proxy::{Proxy, ProxyConfig};
 use spicetap::tls::certs::Identity;
@@ -26,7 +31,35 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Forward SPICE clients to a server, optionally recording every channel.
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
+    /// Print a virt-viewer connection file for a token of a targets file.
+    Vv(VvArgs),
+}
+
+#[derive(Debug, Args)]
+struct VvArgs {
+    /// The targets file of token mode.
+    #[arg(long, value_name = "FILE")]
+    targets: PathBuf,
+    /// The token (what the client sends as its SPICE password).
+    #[arg(long)]
+    token: String,
+    /// Host name or address of spicetap as clients reach it.
+    #[arg(long, default_value = "127.0.0.1")]
+    proxy_host: String,
+    /// spicetap's plain port, if clients may use it.
+    #[arg(long)]
+    port: Option<u16>,
+    /// spicetap's TLS port.
+    #[arg(long)]
+    tls_port: Option<u16>,
+    /// CA certificate the client should trust (default: certs/ca-cert.pem
+    /// when it exists and a TLS port is given).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Certificate subject to check instead of the host name.
+    #[arg(long)]
+    host_subject: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +127,18 @@ struct ProxyArgs {
     /// Most channel connections open at once.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// `passthrough`: the server's key and the client's ticket cross
+    /// unchanged. `tokens`: spicetap authenticates clients by token (their
+    /// SPICE password) against --targets and logs in to the VM itself.
+    #[arg(long, default_value = "passthrough", value_parser = ["passthrough", "tokens"])]
+    auth: String,
+    /// Token mode's targets file (TOML): tokens, VM addresses and passwords.
+    #[arg(long, value_name = "FILE")]
+    targets: Option<PathBuf>,
+    /// Append audit events (JSON lines) to FILE: connections, logins,
+    /// denials, sessions. Never tokens or passwords.
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// Most MiB of traffic waiting for a session's capture writer; past it
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
@@ -115,7 +160,8 @@ fn parse_channel(name: &str) -> Result<ChannelType> {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Proxy(args) => proxy(args).await,
+        Command::Proxy(args) => proxy(*args).await,
+        Command::Vv(args) => vv(args),
     }
 }
 
@@ -126,8 +172,12 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         filter = filter.add_directive("spicetap::messages=debug".parse()?);
     }
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    if args.upstream.is_none() && args.upstream_tls.is_none() {
+    let token_mode = args.auth == "tokens";
+    if !token_mode && args.upstream.is_none() && args.upstream_tls.is_none() {
         bail!("give --upstream HOST:PORT and/or --upstream-tls HOST:PORT");
+    }
+    if token_mode && args.targets.is_none() {
+        bail!("--auth tokens needs --targets FILE");
     }
     if args.max_connections == 0 {
         bail!("--max-connections must be at least 1");
@@ -187,7 +237,28 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
             Some((address.clone(), client_config(args.upstream_ca.as_deref(), verify)?))
         }
     };
-    let upstream = Upstream::new(args.upstream.clone(), tls_upstream, tls_channels)?;
+    let upstream = if token_mode && args.upstream.is_none() && args.upstream_tls.is_none() {
+        Upstream::per_target("per target (token mode)")
+    } else {
+        Upstream::new(args.upstream.clone(), tls_upstream, tls_channels)?
+    };
+    let tokens = match (&args.targets, token_mode) {
+        (Some(path), true) => {
+            let targets = Targets::load(path)?;
+            tracing::info!(file = %path.display(), targets = targets.len(), "token mode");
+            let audit = match &args.audit_log {
+                Some(p) => Some(AuditLog::open(p).with_context(|| format!("opening audit log {}", p.display()))?),
+                None => None,
+            };
+            Some(std::sync::Arc::new(TokenAuth {
+                targets: std::sync::Arc::new(targets),
+                keys: std::sync::Arc::new(KeyPool::start(4)?),
+                limiter: FailureLimiter::default(),
+                audit,
+            }))
+        }
+        _ => None,
+    };
 
     let config = ProxyConfig {
         listen,
@@ -196,6 +267,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         upstream: std::sync::Arc::new(upstream),
         upstream_insecure: args.upstream_insecure,
         require_client_tls,
+        tokens,
         capture_dir: args.capture,
         ready_file: args.ready_file,
         debug_channels,
@@ -204,6 +276,41 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
     proxy.run(stop_signal()).await.context("running the proxy")?;
+    Ok(())
+}
+
+/// `spicetap vv`: a virt-viewer connection file on stdout.
+fn vv(args: VvArgs) -> Result<()> {
+    let targets = Targets::load(&args.targets)?;
+    let now = time::OffsetDateTime::now_utc();
+    let target = match targets.lookup(args.token.as_bytes(), now) {
+        Lookup::Found(t) => t,
+        Lookup::Expired(t) => bail!("the token of target {:?} has expired", t.name),
+        Lookup::Unknown => bail!("no target in {} has this token", args.targets.display()),
+    };
+    let mut out = String::from("[virt-viewer]\ntype=spice\n");
+    out.push_str(&format!("title={}\n", target.name));
+    out.push_str(&format!("host={}\n", args.proxy_host));
+    let port = args.port.or(if args.tls_port.is_none() { Some(5900) } else { None });
+    if let Some(p) = port {
+        out.push_str(&format!("port={p}\n"));
+    }
+    if let Some(p) = args.tls_port {
+        out.push_str(&format!("tls-port={p}\n"));
+        let ca = args.ca.clone().or_else(|| Some(PathBuf::from("certs/ca-cert.pem")).filter(|p| p.exists()));
+        if let Some(ca) = ca {
+            let pem = std::fs::read_to_string(&ca).with_context(|| format!("reading {}", ca.display()))?;
+            out.push_str(&format!("ca={}\n", pem.trim_end().replace('\n', "\\n")));
+        }
+        if let Some(s) = &args.host_subject {
+            out.push_str(&format!("host-subject={s}\n"));
+        }
+        if port.is_none() {
+            out.push_str("secure-channels=all\n");
+        }
+    }
+    out.push_str(&format!("password={}\n", String::from_utf8_lossy(target.token())));
+    print!("{out}");
     Ok(())
 }
 

@@ -76,26 +76,27 @@ impl Sessions {
     }
 
     /// Adds a channel to session `id`, creating the session when it is not
-    /// live. Id 0 always makes a session of its own (a connection that
-    /// never learned its session id).
-    pub fn join(&self, id: u32, client: &str, started: OffsetDateTime) -> Arc<Session> {
+    /// live (then the flag is `true`). Id 0 always makes a session of its
+    /// own (a connection that never learned its session id).
+    pub fn join(&self, id: u32, client: &str, started: OffsetDateTime) -> (Arc<Session>, bool) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         if id != 0
             && let Some(entry) = live.get_mut(&id)
             && let Some(s) = &entry.session
         {
             entry.open_channels += 1;
-            return s.clone();
+            return (s.clone(), false);
         }
         let session = Arc::new(self.start(id, client, started));
         if id != 0 {
             live.insert(id, Entry { session: Some(session.clone()), open_channels: 1 });
         }
-        session
+        (session, true)
     }
 
-    /// Removes a channel from `session`; the last one out ends it.
-    pub fn leave(&self, session: &Arc<Session>) {
+    /// Removes a channel from `session`; the last one out ends it (and gets
+    /// `true`).
+    pub fn leave(&self, session: &Arc<Session>) -> bool {
         let ended = if session.id == 0 {
             true
         } else {
@@ -118,6 +119,7 @@ impl Sessions {
                 sink.send_control(CaptureEvent::End { at: OffsetDateTime::now_utc() });
             }
         }
+        ended
     }
 
     fn start(&self, id: u32, client: &str, started: OffsetDateTime) -> Session {

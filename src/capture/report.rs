@@ -88,6 +88,22 @@ pub struct ChannelReport {
     pub upstream_upgraded_to_tls: bool,
     /// A link refusal spicetap sent itself without contacting the server.
     pub answered_by_proxy: Option<String>,
+    /// `passthrough` (the ticket crosses unchanged) or `tokens`.
+    pub auth_mode: String,
+    /// Token mode: the target (VM) the token led to.
+    pub target: Option<String>,
+    /// Token mode: why authentication was denied.
+    pub denied: Option<String>,
+    /// Token mode: caps removed from the link message sent to the VM.
+    pub caps_removed_upstream: Vec<String>,
+    /// Token mode: the VM's own caps (`server_caps` are those advertised to
+    /// the client).
+    pub vm_caps: Option<CapsReport>,
+    /// Token mode: where the advertised caps differ from the VM's.
+    pub caps_differences: Vec<String>,
+    /// Token mode: `SPICE_MSG_MAIN_MIGRATE_*` messages not passed to the
+    /// client.
+    pub migrate_messages_withheld: Option<u64>,
     /// Caps the client sent.
     pub client_caps: CapsReport,
     /// Caps the server answered.
@@ -126,6 +142,13 @@ impl ChannelReport {
             upstream_tls: None,
             upstream_upgraded_to_tls: false,
             answered_by_proxy: None,
+            auth_mode: "passthrough".into(),
+            target: None,
+            denied: None,
+            caps_removed_upstream: Vec::new(),
+            vm_caps: None,
+            caps_differences: Vec::new(),
+            migrate_messages_withheld: None,
             auth_mechanism: None,
             link_error: None,
             client_caps: CapsReport::default(),

@@ -19,8 +19,10 @@ use tracing::Instrument;
 
 use super::io::BoxedStream;
 use super::link_stage::{self, LinkEnd, LinkPolicy, LinkStage};
-use super::relay::{Observer, RelayEnd, SessionIdHook, relay};
+use super::relay::{DropFilter, Observer, RelayEnd, SessionIdHook, relay};
+use super::token_link::{self, TokenAuth, TokenOutcome};
 use super::upstream::Upstream;
+use crate::auth::audit::{AuditEvent, AuditLog};
 use crate::capture::report::{CapsReport, ChannelReport, DirectionReport, EndReport, rfc3339};
 use crate::capture::{CaptureEvent, ChannelCapture};
 use crate::framing::Framer;
@@ -41,6 +43,8 @@ pub struct Shared {
     pub debug_channels: Vec<ChannelType>,
     /// Becomes `true` when the proxy stops.
     pub shutdown: watch::Receiver<bool>,
+    /// Token mode (`--auth tokens`); passthrough when `None`.
+    pub tokens: Option<Arc<TokenAuth>>,
 }
 
 /// Which channels must reach spicetap over TLS (`--require-client-tls`).
@@ -77,7 +81,11 @@ pub async fn serve(mut client: BoxedStream, client_tls: Option<TlsInfo>, peer: S
     let require = |ct| shared.require_client_tls.requires(ct);
     let policy =
         LinkPolicy { upstream: &shared.upstream, client_tls: client_tls.is_some(), require_client_tls: &require };
-    let (stage, end) = match link_stage::run(&mut client, &policy).await {
+    let linked = match &shared.tokens {
+        None => link_stage::run(&mut client, &policy).await.map(|(s, e)| (s, e, None)),
+        Some(auth) => token_link::run(&mut client, &policy, auth, peer).await.map(|(s, e, o)| (s, e, Some(o))),
+    };
+    let (stage, end, token) = match linked {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(client = %peer, error = %e, "connection closed during link stage");
@@ -90,20 +98,22 @@ pub async fn serve(mut client: BoxedStream, client_tls: Option<TlsInfo>, peer: S
         channel = %stage.mess.channel_type,
         id = stage.mess.channel_id,
     );
-    serve_linked(client, client_tls, peer, shared, stage, end, accepted, opened).instrument(span).await;
+    let linked = Linked { stage, end, token, client_tls, accepted, opened };
+    serve_linked(client, peer, shared, linked).instrument(span).await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_linked(
-    client: BoxedStream,
-    client_tls: Option<TlsInfo>,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
+/// What the link stage produced for a connection.
+struct Linked {
     stage: LinkStage,
     end: LinkEnd,
+    token: Option<TokenOutcome>,
+    client_tls: Option<TlsInfo>,
     accepted: SystemTime,
     opened: OffsetDateTime,
-) {
+}
+
+async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>, linked: Linked) {
+    let Linked { stage, end, token, client_tls, accepted, opened } = linked;
     let ct = stage.mess.channel_type;
     let key = shared.sessions.next_key();
     let mut report = ChannelReport::new(ct, stage.mess.channel_id, stage.mess.connection_id, peer.to_string(), opened);
@@ -113,6 +123,14 @@ async fn serve_linked(
     report.upstream_tls.clone_from(&stage.upstream_tls);
     report.upstream_upgraded_to_tls = stage.upgraded_to_tls;
     report.answered_by_proxy = stage.answered_by_proxy.map(|e| e.name().into_owned());
+    if let Some(t) = &token {
+        report.auth_mode = "tokens".into();
+        report.target.clone_from(&t.target);
+        report.denied.clone_from(&t.denied);
+        report.caps_removed_upstream.clone_from(&t.removed_caps);
+        report.caps_differences.clone_from(&t.caps_differences);
+        report.vm_caps = t.vm_caps.as_ref().map(|c| CapsReport::new(ct, c));
+    }
     if let Some(reply) = &stage.reply {
         report.server_caps = CapsReport::new(ct, &reply.caps);
     }
@@ -141,6 +159,7 @@ async fn serve_linked(
         client: peer.to_string(),
         opened,
         accepted,
+        audit: shared.tokens.as_ref().and_then(|t| t.audit.clone()),
     };
     // Channels other than a new main channel know their session now.
     let main_pending = ct == ChannelType::MAIN && stage.mess.connection_id == 0;
@@ -183,7 +202,13 @@ async fn serve_linked(
                 Observer::new(ct, Direction::ClientToServer, framing.map(Framer::new), capture.clone(), None, debug);
             let mut s2c =
                 Observer::new(ct, Direction::ServerToClient, framing.map(Framer::new), capture.clone(), hook, debug);
-            let (first, reason, error) = relay_both(client, upstream, &mut c2s, &mut s2c, &shared.shutdown).await;
+            // Token mode: the client must never learn a VM's address.
+            let mut filter = (token.is_some() && ct == ChannelType::MAIN)
+                .then(|| framing.map(|k| DropFilter::new(k, is_main_migrate)))
+                .flatten();
+            let (first, reason, error) =
+                relay_both(client, upstream, &mut c2s, &mut s2c, filter.as_mut(), &shared.shutdown).await;
+            report.migrate_messages_withheld = filter.map(|f| f.dropped);
             report.client_to_server =
                 DirectionReport::from_counts(ct, Direction::ClientToServer, c2s.bytes, &c2s.counts);
             report.server_to_client =
@@ -208,13 +233,40 @@ async fn serve_linked(
     if !bound {
         binder.bind(0);
     }
+    let (target, c2s_bytes, s2c_bytes) =
+        (report.target.clone(), report.client_to_server.bytes, report.server_to_client.bytes);
     if let Some(c) = &capture {
         c.lock().unwrap_or_else(PoisonError::into_inner).close(first, SystemTime::now(), report);
     }
     let session = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(s) = session {
-        shared.sessions.leave(&s);
+        let ended = shared.sessions.leave(&s);
+        if let Some(audit) = shared.tokens.as_ref().and_then(|t| t.audit.as_ref()) {
+            let base = AuditEvent {
+                client: peer.to_string(),
+                target: target.clone(),
+                session_id: Some(s.id),
+                ..AuditEvent::default()
+            };
+            audit.record(AuditEvent {
+                event: "channel_ended",
+                channel: Some(ct.name().into_owned()),
+                c2s_bytes: Some(c2s_bytes),
+                s2c_bytes: Some(s2c_bytes),
+                ..base.clone()
+            });
+            if ended {
+                audit.record(AuditEvent { event: "session_ended", ..base });
+            }
+        }
     }
+}
+
+/// `SPICE_MSG_MAIN_MIGRATE_*` (spice-protocol `enums.h`): BEGIN 101,
+/// CANCEL 102, SWITCH_HOST 111, END 112, BEGIN_SEAMLESS 116,
+/// DST_SEAMLESS_ACK 117, DST_SEAMLESS_NACK 118.
+fn is_main_migrate(msg_type: u16) -> bool {
+    matches!(msg_type, 101 | 102 | 111 | 112 | 116..=118)
 }
 
 /// Relays both directions; returns the side that closed first and why the
@@ -224,12 +276,13 @@ async fn relay_both(
     upstream: BoxedStream,
     c2s: &mut Observer,
     s2c: &mut Observer,
+    s2c_filter: Option<&mut DropFilter>,
     shutdown: &watch::Receiver<bool>,
 ) -> (Direction, &'static str, Option<String>) {
     let (cr, cw) = tokio::io::split(client);
     let (sr, sw) = tokio::io::split(upstream);
-    let up = relay(cr, sw, c2s, shutdown.clone());
-    let down = relay(sr, cw, s2c, shutdown.clone());
+    let up = relay(cr, sw, c2s, None, shutdown.clone());
+    let down = relay(sr, cw, s2c, s2c_filter, shutdown.clone());
     tokio::pin!(up, down);
     let (first, end) = tokio::select! {
         e = &mut up => {
@@ -269,6 +322,7 @@ struct Binder {
     client: String,
     opened: OffsetDateTime,
     accepted: SystemTime,
+    audit: Option<AuditLog>,
 }
 
 impl Binder {
@@ -277,7 +331,16 @@ impl Binder {
         if slot.is_some() {
             return;
         }
-        let session = self.sessions.join(id, &self.client, self.opened);
+        let (session, new) = self.sessions.join(id, &self.client, self.opened);
+        if new && let Some(audit) = &self.audit {
+            audit.record(AuditEvent {
+                event: "session_started",
+                client: self.client.clone(),
+                target: self.report.target.clone(),
+                session_id: Some(id),
+                ..AuditEvent::default()
+            });
+        }
         if let (Some(c), Some(sink)) = (&self.capture, &session.capture) {
             let open = CaptureEvent::Open {
                 key: self.key,

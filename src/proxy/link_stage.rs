@@ -119,65 +119,18 @@ pub struct LinkPolicy<'a> {
 /// with `SPICE_LINK_ERR_ERROR`). Failures after that are a
 /// [`LinkEnd::Failed`], so the partial link stage can still be recorded.
 pub async fn run(client: &mut BoxedStream, policy: &LinkPolicy<'_>) -> Result<(LinkStage, LinkEnd), LinkStageError> {
-    let first = tokio::time::timeout(LINK_TIMEOUT, read_link(client, LinkMess::FIXED_SIZE))
-        .await
-        .map_err(|_| LinkStageError::Timeout(LINK_TIMEOUT))?;
-    let (bytes, body_at) = match first {
-        Ok(b) => b,
-        Err(ReadLinkError::Link(e)) => return Err(e.into()),
-        Err(ReadLinkError::Io(e)) => return Err(LinkStageError::ClientIo(e)),
-    };
-    let mess = LinkMess::parse(&bytes[body_at..])?;
+    let (bytes, mess) = read_client_link(client).await?;
     let ct = mess.channel_type;
-    let mut stage = LinkStage {
-        mess,
-        reply: None,
-        auth_mechanism: None,
-        pieces: vec![LinkPiece { dir: Direction::ClientToServer, at: SystemTime::now(), bytes: bytes.clone() }],
-        upstream_address: None,
-        upstream_tls: None,
-        upgraded_to_tls: false,
-        answered_by_proxy: None,
-    };
-
-    if !policy.client_tls && (policy.require_client_tls)(ct) {
-        let refusal = Bytes::from(LinkReply::encode_error(LinkErr::NEED_SECURED));
-        stage.answered_by_proxy = Some(LinkErr::NEED_SECURED);
-        let sent = forward(client, Direction::ServerToClient, refusal, &mut stage).await;
-        let _ = client.shutdown().await;
-        return Ok((stage, sent.map_or_else(LinkEnd::Failed, |()| LinkEnd::Refused(LinkErr::NEED_SECURED))));
+    let mut stage = LinkStage::new(mess, bytes.clone());
+    if let Some(end) = refuse_plain_if_required(client, policy, ct, &mut stage).await {
+        return Ok((stage, end));
     }
-
-    let upstream = policy.upstream;
-    let leg = upstream.first_leg(ct);
-    let mut conn = connect_or_refuse(client, upstream, leg).await?;
-    stage.upstream_address = Some(conn.address.clone());
-    stage.upstream_tls = conn.tls.clone();
-
-    let reply = match exchange_link(&mut conn.stream, &bytes).await {
-        Ok(r) => r,
-        Err(e) => return Ok((stage, LinkEnd::Failed(e))),
-    };
-    let reply = if leg == Leg::Plain
-        && upstream.upgrades()
-        && LinkReply::parse(&reply[LinkHeader::SIZE..]).is_ok_and(|r| r.error == LinkErr::NEED_SECURED)
-    {
-        // The server wants this channel secured: reconnect over TLS before the
-        // client sees anything.
-        tracing::info!(address = %conn.address, "server answered NEED_SECURED; reconnecting over TLS");
-        conn = connect_or_refuse(client, upstream, Leg::Tls).await?;
-        stage.upstream_address = Some(conn.address.clone());
-        stage.upstream_tls = conn.tls.clone();
-        stage.upgraded_to_tls = true;
-        match exchange_link(&mut conn.stream, &bytes).await {
-            Ok(r) => r,
+    let refusal = LinkReply::encode_error(LinkErr::ERROR);
+    let (mut upstream_stream, reply) =
+        match open_upstream(client, policy.upstream, ct, &bytes, &mut stage, &refusal).await? {
+            Ok(x) => x,
             Err(e) => return Ok((stage, LinkEnd::Failed(e))),
-        }
-    } else {
-        reply
-    };
-
-    let mut upstream_stream = conn.stream;
+        };
     let end =
         match tokio::time::timeout(LINK_TIMEOUT * 6, finish(client, &mut upstream_stream, &mut stage, reply)).await {
             Ok(Ok(Some(framing))) => LinkEnd::Linked { upstream: upstream_stream, framing },
@@ -192,18 +145,103 @@ pub async fn run(client: &mut BoxedStream, policy: &LinkPolicy<'_>) -> Result<(L
     Ok((stage, end))
 }
 
-/// Connects `leg`; on failure answers the client `SPICE_LINK_ERR_ERROR`.
+impl LinkStage {
+    /// A link stage that has read the client's link message `bytes`.
+    pub(super) fn new(mess: LinkMess, bytes: Bytes) -> Self {
+        Self {
+            mess,
+            reply: None,
+            auth_mechanism: None,
+            pieces: vec![LinkPiece { dir: Direction::ClientToServer, at: SystemTime::now(), bytes }],
+            upstream_address: None,
+            upstream_tls: None,
+            upgraded_to_tls: false,
+            answered_by_proxy: None,
+        }
+    }
+}
+
+/// Reads and checks the client's `SpiceLinkHeader` + `SpiceLinkMess` within
+/// the link timeout; returns the raw bytes and the parsed message.
+pub(super) async fn read_client_link(client: &mut BoxedStream) -> Result<(Bytes, LinkMess), LinkStageError> {
+    let first = tokio::time::timeout(LINK_TIMEOUT, read_link(client, LinkMess::FIXED_SIZE))
+        .await
+        .map_err(|_| LinkStageError::Timeout(LINK_TIMEOUT))?;
+    let (bytes, body_at) = match first {
+        Ok(b) => b,
+        Err(ReadLinkError::Link(e)) => return Err(e.into()),
+        Err(ReadLinkError::Io(e)) => return Err(LinkStageError::ClientIo(e)),
+    };
+    let mess = LinkMess::parse(&bytes[body_at..])?;
+    Ok((bytes, mess))
+}
+
+/// On a plain client leg, answers `SPICE_LINK_ERR_NEED_SECURED` for a
+/// channel that must be TLS; returns how the link stage ended then.
+pub(super) async fn refuse_plain_if_required(
+    client: &mut BoxedStream,
+    policy: &LinkPolicy<'_>,
+    ct: ChannelType,
+    stage: &mut LinkStage,
+) -> Option<LinkEnd> {
+    if policy.client_tls || !(policy.require_client_tls)(ct) {
+        return None;
+    }
+    let refusal = Bytes::from(LinkReply::encode_error(LinkErr::NEED_SECURED));
+    stage.answered_by_proxy = Some(LinkErr::NEED_SECURED);
+    let sent = forward(client, Direction::ServerToClient, refusal, stage).await;
+    let _ = client.shutdown().await;
+    Some(sent.map_or_else(LinkEnd::Failed, |()| LinkEnd::Refused(LinkErr::NEED_SECURED)))
+}
+
+/// Connects the upstream leg for a `ct` channel, sends `link_mess` and reads
+/// the server's whole link reply. Under `auto`, a plain leg answered
+/// NEED_SECURED is replaced by a TLS leg before the client sees anything.
+/// When no leg can be connected, `refusal` is sent to the client (a link
+/// reply, or a link result once the client has its reply) and the error
+/// returned; a failed exchange is the inner `Err`.
+pub(super) async fn open_upstream(
+    client: &mut BoxedStream,
+    upstream: &Upstream,
+    ct: ChannelType,
+    link_mess: &Bytes,
+    stage: &mut LinkStage,
+    refusal: &[u8],
+) -> Result<Result<(BoxedStream, Bytes), String>, LinkStageError> {
+    let leg = upstream.first_leg(ct);
+    let mut conn = connect_or_refuse(client, upstream, leg, refusal).await?;
+    stage.upstream_address = Some(conn.address.clone());
+    stage.upstream_tls = conn.tls.clone();
+    let reply = match exchange_link(&mut conn.stream, link_mess).await {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e)),
+    };
+    let need_secured = LinkReply::parse(&reply[LinkHeader::SIZE..]).is_ok_and(|r| r.error == LinkErr::NEED_SECURED);
+    if !(leg == Leg::Plain && upstream.upgrades() && need_secured) {
+        return Ok(Ok((conn.stream, reply)));
+    }
+    // The server wants this channel secured: reconnect over TLS before the
+    // client sees anything.
+    tracing::info!(address = %conn.address, "server answered NEED_SECURED; reconnecting over TLS");
+    let mut conn = connect_or_refuse(client, upstream, Leg::Tls, refusal).await?;
+    stage.upstream_address = Some(conn.address.clone());
+    stage.upstream_tls = conn.tls.clone();
+    stage.upgraded_to_tls = true;
+    Ok(exchange_link(&mut conn.stream, link_mess).await.map(|reply| (conn.stream, reply)))
+}
+
+/// Connects `leg`; on failure sends `refusal` to the client and closes it.
 async fn connect_or_refuse(
     client: &mut BoxedStream,
     upstream: &Upstream,
     leg: Leg,
+    refusal: &[u8],
 ) -> Result<Connected, LinkStageError> {
     match upstream.connect(leg).await {
         Ok(c) => Ok(c),
         Err(error) => {
-            let reply = LinkReply::encode_error(LinkErr::ERROR);
             // Best effort: the client may already be gone.
-            let _ = client.write_all(&reply).await;
+            let _ = client.write_all(refusal).await;
             let _ = client.shutdown().await;
             let address = match leg {
                 Leg::Tls => format!("TLS {}", upstream.address(leg).unwrap_or_default()),
@@ -267,19 +305,24 @@ async fn finish(
     Ok(Some(Some(kind)))
 }
 
-async fn forward(to: &mut BoxedStream, dir: Direction, bytes: Bytes, stage: &mut LinkStage) -> Result<(), String> {
+pub(super) async fn forward(
+    to: &mut BoxedStream,
+    dir: Direction,
+    bytes: Bytes,
+    stage: &mut LinkStage,
+) -> Result<(), String> {
     stage.pieces.push(LinkPiece { dir, at: SystemTime::now(), bytes: bytes.clone() });
     to.write_all(&bytes).await.map_err(|e| format!("forwarding link stage ({}): {e}", dir.label()))
 }
 
-async fn read_exact(from: &mut BoxedStream, len: usize) -> io::Result<Bytes> {
+pub(super) async fn read_exact(from: &mut BoxedStream, len: usize) -> io::Result<Bytes> {
     let mut buf = vec![0u8; len];
     from.read_exact(&mut buf).await?;
     Ok(Bytes::from(buf))
 }
 
 #[derive(Debug, Error)]
-enum ReadLinkError {
+pub(super) enum ReadLinkError {
     #[error(transparent)]
     Link(#[from] LinkError),
     #[error(transparent)]
@@ -289,7 +332,7 @@ enum ReadLinkError {
 /// Reads a `SpiceLinkHeader` and the body it announces; returns the whole
 /// message and the offset of its body. The size is checked against
 /// [`MAX_LINK_SIZE`] before anything is allocated.
-async fn read_link(from: &mut BoxedStream, min_body: u32) -> Result<(Bytes, usize), ReadLinkError> {
+pub(super) async fn read_link(from: &mut BoxedStream, min_body: u32) -> Result<(Bytes, usize), ReadLinkError> {
     let mut header = [0u8; LinkHeader::SIZE];
     from.read_exact(&mut header).await?;
     let h = LinkHeader::parse(&header, min_body)?;

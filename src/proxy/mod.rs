@@ -10,6 +10,7 @@ pub mod channel;
 pub mod io;
 pub mod link_stage;
 pub mod relay;
+pub mod token_link;
 pub mod upstream;
 
 use std::future::Future;
@@ -45,6 +46,9 @@ pub struct ProxyConfig {
     pub upstream_insecure: bool,
     /// Channel types refused on the plain listener with NEED_SECURED.
     pub require_client_tls: RequireTls,
+    /// Token mode (`--auth tokens`): spicetap answers the link stage and
+    /// routes by token; `None` for passthrough.
+    pub tokens: Option<Arc<token_link::TokenAuth>>,
     /// Folder that receives one sub-folder per session, when recording.
     pub capture_dir: Option<PathBuf>,
     /// File that receives `host:port` of the first listener once it accepts.
@@ -182,6 +186,7 @@ impl Proxy {
             sessions: self.sessions.clone(),
             upstream: self.config.upstream.clone(),
             require_client_tls: self.config.require_client_tls.clone(),
+            tokens: self.config.tokens.clone(),
             debug_channels: self.config.debug_channels.clone(),
             shutdown: stop_rx,
         });

@@ -25,6 +25,7 @@ use super::io::BoxedStream;
 use crate::capture::ChannelCapture;
 use crate::framing::{Frame, Framer, FramingError};
 use crate::limits::{RELAY_BUFFER_SIZE, SHUTDOWN_WRITE_GRACE};
+use crate::link::HeaderKind;
 use crate::protocol::{ChannelType, Direction, SPICE_MSG_MAIN_INIT, message_name};
 
 /// Called once with the session id found in `SPICE_MSG_MAIN_INIT`.
@@ -136,6 +137,76 @@ impl MainInitSniffer {
     }
 }
 
+/// Removes whole messages of chosen types from a stream (token mode drops
+/// `SPICE_MSG_MAIN_MIGRATE_*` so a client never learns a VM's address).
+///
+/// A header cut across chunks is held back (at most 17 bytes) until it is
+/// whole and its type known; everything else passes at once.
+pub struct DropFilter {
+    kind: HeaderKind,
+    drop: fn(u16) -> bool,
+    header: Vec<u8>,
+    body_left: u32,
+    dropping: bool,
+    /// Messages removed so far.
+    pub dropped: u64,
+}
+
+impl DropFilter {
+    /// A filter for headers of `kind` removing messages whose type `drop`
+    /// selects.
+    pub fn new(kind: HeaderKind, drop: fn(u16) -> bool) -> Self {
+        Self { kind, drop, header: Vec::with_capacity(18), body_left: 0, dropping: false, dropped: 0 }
+    }
+
+    /// Appends to `out` the bytes of `chunk` that go on.
+    ///
+    /// # Errors
+    /// [`FramingError::TooLarge`] for a header over the size bound.
+    pub fn apply(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), FramingError> {
+        let hsize = self.kind.size();
+        let mut pos = 0;
+        while pos < chunk.len() {
+            if self.body_left > 0 {
+                let take = usize::try_from(self.body_left).map_or(chunk.len() - pos, |l| l.min(chunk.len() - pos));
+                if !self.dropping {
+                    out.extend_from_slice(&chunk[pos..pos + take]);
+                }
+                pos += take;
+                // take <= body_left
+                self.body_left -= take as u32;
+                continue;
+            }
+            let take = (hsize - self.header.len()).min(chunk.len() - pos);
+            self.header.extend_from_slice(&chunk[pos..pos + take]);
+            pos += take;
+            if self.header.len() < hsize {
+                break;
+            }
+            let (ty_at, size_at) = match self.kind {
+                HeaderKind::Mini => (0, 2),
+                HeaderKind::Full => (8, 10),
+            };
+            let msg_type = u16::from_le_bytes([self.header[ty_at], self.header[ty_at + 1]]);
+            let h = &self.header[size_at..size_at + 4];
+            let size = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            if size > crate::limits::MAX_MESSAGE_SIZE {
+                return Err(FramingError::TooLarge { msg_type, declared: size, max: crate::limits::MAX_MESSAGE_SIZE });
+            }
+            self.dropping = (self.drop)(msg_type);
+            if self.dropping {
+                self.dropped += 1;
+                tracing::info!(msg_type, "message withheld from the client");
+            } else {
+                out.extend_from_slice(&self.header);
+            }
+            self.header.clear();
+            self.body_left = size;
+        }
+        Ok(())
+    }
+}
+
 /// How one direction ended.
 #[derive(Debug)]
 pub enum RelayEnd {
@@ -157,6 +228,7 @@ pub async fn relay(
     mut from: ReadHalf<BoxedStream>,
     mut to: WriteHalf<BoxedStream>,
     observer: &mut Observer,
+    mut filter: Option<&mut DropFilter>,
     mut shutdown: watch::Receiver<bool>,
 ) -> RelayEnd {
     let mut buf = BytesMut::with_capacity(RELAY_BUFFER_SIZE);
@@ -176,7 +248,17 @@ pub async fn relay(
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return RelayEnd::Reset,
             Err(e) => return RelayEnd::Failed(format!("read ({}): {e}", observer.dir.label())),
         }
-        let chunk = buf.split().freeze();
+        let mut chunk = buf.split().freeze();
+        if let Some(f) = filter.as_deref_mut() {
+            let mut kept = Vec::with_capacity(chunk.len());
+            if let Err(e) = f.apply(&chunk, &mut kept) {
+                return RelayEnd::TooLarge(e);
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            chunk = Bytes::from(kept);
+        }
         if let Err(e) = observer.observe(&chunk, SystemTime::now()) {
             return RelayEnd::TooLarge(e);
         }
@@ -199,4 +281,36 @@ pub async fn relay(
 /// Completes when the proxy stops (or its stop signal is gone).
 async fn stopping(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|&stop| stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = ty.to_le_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn drop_filter_removes_whole_messages_at_any_cut() {
+        let mut stream = mini(103, &[1, 2, 3, 4]);
+        stream.extend(mini(101, &[9; 20])); // MIGRATE_BEGIN: dropped
+        stream.extend(mini(4, &[5; 3]));
+        let mut expected = mini(103, &[1, 2, 3, 4]);
+        expected.extend(mini(4, &[5; 3]));
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let mut f = DropFilter::new(HeaderKind::Mini, |t| t == 101);
+                let mut out = Vec::new();
+                for (x, y) in [(0, a), (a, b), (b, stream.len())] {
+                    f.apply(&stream[x..y], &mut out).unwrap();
+                }
+                assert_eq!(out, expected, "cuts {a} {b}");
+                assert_eq!(f.dropped, 1);
+            }
+        }
+    }
 }

@@ -85,12 +85,19 @@ pub struct Upstream {
     plain: Option<String>,
     tls: Option<TlsTarget>,
     channels: TlsChannels,
+    label: Option<String>,
 }
 
 impl Upstream {
     /// A server reached over plain TCP only.
     pub fn plain(address: impl Into<String>) -> Self {
-        Self { plain: Some(address.into()), tls: None, channels: TlsChannels::None }
+        Self { plain: Some(address.into()), tls: None, channels: TlsChannels::None, label: None }
+    }
+
+    /// No fixed server (token mode, where each target has its own): every
+    /// connection attempt fails; `label` describes it.
+    pub fn per_target(label: impl Into<String>) -> Self {
+        Self { plain: None, tls: None, channels: TlsChannels::None, label: Some(label.into()) }
     }
 
     /// A server with a plain address, a TLS address (with its client
@@ -123,7 +130,7 @@ impl Upstream {
             }
             None => None,
         };
-        Ok(Self { plain, tls, channels })
+        Ok(Self { plain, tls, channels, label: None })
     }
 
     /// The leg a channel of type `ct` starts with.
@@ -178,6 +185,9 @@ impl Upstream {
 
     /// The addresses, for logs and `session.json`.
     pub fn describe(&self) -> String {
+        if let Some(l) = &self.label {
+            return l.clone();
+        }
         match (&self.plain, &self.tls) {
             (Some(p), Some(t)) => format!("{p} (TLS {})", t.address),
             (Some(p), None) => p.clone(),
@@ -218,12 +228,17 @@ mod tests {
 
     #[test]
     fn policy_picks_the_first_leg() {
-        let u = Upstream { plain: Some("a:1".into()), tls: None, channels: TlsChannels::Auto };
+        let u = Upstream { plain: Some("a:1".into()), tls: None, channels: TlsChannels::Auto, label: None };
         assert_eq!(u.first_leg(ChannelType::MAIN), Leg::Plain);
         assert!(!u.upgrades(), "auto without a TLS address cannot upgrade");
-        let u = Upstream { plain: None, tls: None, channels: TlsChannels::Auto };
+        let u = Upstream { plain: None, tls: None, channels: TlsChannels::Auto, label: None };
         assert_eq!(u.first_leg(ChannelType::MAIN), Leg::Tls);
-        let u = Upstream { plain: Some("a:1".into()), tls: None, channels: TlsChannels::List(vec![ChannelType::MAIN]) };
+        let u = Upstream {
+            plain: Some("a:1".into()),
+            tls: None,
+            channels: TlsChannels::List(vec![ChannelType::MAIN]),
+            label: None,
+        };
         assert_eq!(u.first_leg(ChannelType::MAIN), Leg::Tls);
         assert_eq!(u.first_leg(ChannelType::DISPLAY), Leg::Plain);
     }

@@ -165,10 +165,23 @@ impl Qemu {
         (Self::start(dir, &opts, &[]), tls_port)
     }
 
+    /// SeaBIOS with a SPICE password (`password-secret`).
+    pub fn bios_password(dir: &Path, password: &str) -> Self {
+        let secret = ["-object".to_string(), format!("secret,id=spicepw,data={password}")];
+        Self::start_with(dir, "password-secret=spicepw", &secret, false)
+    }
+
     fn start(dir: &Path, spice_opts: &str, extra: &[String]) -> Self {
+        Self::start_with(dir, spice_opts, extra, true)
+    }
+
+    fn start_with(dir: &Path, spice_opts: &str, extra: &[String], no_ticket: bool) -> Self {
         let port = free_port();
         let serial = dir.join(format!("serial-{port}.log"));
-        let mut spice = format!("port={port},addr=127.0.0.1,disable-ticketing=on");
+        let mut spice = format!("port={port},addr=127.0.0.1");
+        if no_ticket {
+            spice.push_str(",disable-ticketing=on");
+        }
         if !spice_opts.is_empty() {
             spice.push(',');
             spice.push_str(spice_opts);
@@ -359,12 +372,22 @@ pub fn spicy_screenshot_tls(tls_port: u16, ca: &Path, out: &Path) -> bool {
 
 /// Runs `spicy-screenshot` against `port`, writing `out`; asserts success.
 pub fn spicy_screenshot(port: u16, out: &Path) {
-    let status = run_bounded(
-        Command::new("spicy-screenshot").args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o"]).arg(out),
-        Duration::from_secs(60),
-    );
-    assert!(status.status.success(), "spicy-screenshot failed: {}", String::from_utf8_lossy(&status.stderr));
-    assert!(out.exists(), "spicy-screenshot wrote no file");
+    assert!(spicy_screenshot_password(port, None, out), "spicy-screenshot failed");
+}
+
+/// Runs `spicy-screenshot -w PASSWORD` against `port`; returns whether it
+/// saved a screenshot.
+pub fn spicy_screenshot_password(port: u16, password: Option<&str>, out: &Path) -> bool {
+    let mut cmd = Command::new("spicy-screenshot");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-o"]).arg(out);
+    if let Some(pw) = password {
+        cmd.args(["-w", pw]);
+    }
+    let status = run_bounded(&mut cmd, Duration::from_secs(60));
+    if !status.status.success() {
+        eprintln!("spicy-screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    }
+    status.status.success() && out.exists()
 }
 
 /// Runs a command with a time limit, capturing its output.
