@@ -33,6 +33,7 @@ pub mod limits;
 pub mod link;
 pub mod protocol;
 pub mod proxy;
+pub mod render;
 pub mod session;
 pub mod tls;
 pub mod wire;

@@ -1,0 +1,10 @@
+//! The shadow renderer's codecs (in progress): SPICE's own image formats,
+//! decoded exactly as spice-gtk decodes them.
+//!
+//! Codec modules take bytes and return pixels or typed errors; they import
+//! nothing from the proxy. The canvas, image cache and display-channel
+//! model that will drive them come with the renderer itself.
+//!
+//! - [`quic`]: QUIC (spice-common `quic.c`), GRAY / RGB16 / RGB24 / RGB32 / RGBA.
+
+pub mod quic;
