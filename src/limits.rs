@@ -57,3 +57,14 @@ pub const PCAP_SNAPLEN: u32 = 262_144;
 /// On shutdown, how long a relay may still spend writing the chunk it has
 /// already read, so that bytes taken from one peer reach the other.
 pub const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);
+
+/// Most clip rectangles in one display message. A clip list larger than the
+/// pixels of a 4096 × 4096 surface divided into 16-pixel tiles is absurd;
+/// spice-server sends a few dozen at most.
+pub const MAX_CLIP_RECTS: u32 = 65_536;
+
+/// Largest surface side accepted by the renderer, in pixels (QXL's limit).
+pub const MAX_SURFACE_SIDE: u32 = 16_384;
+
+/// Most pixels of one surface or decoded image: 64 Mi pixels (256 MiB).
+pub const MAX_SURFACE_PIXELS: u64 = 64 * 1024 * 1024;

@@ -34,6 +34,28 @@ enum Command {
     Proxy(Box<ProxyArgs>),
     /// Print a virt-viewer connection file for a token of a targets file.
     Vv(VvArgs),
+    /// Rebuild a recorded display from the session's pcaps and write the
+    /// primary surface as PNG.
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+struct RenderArgs {
+    /// A session folder written by `spicetap proxy --capture`, or a display
+    /// pcap file.
+    session: PathBuf,
+    /// Display channel id.
+    #[arg(long, default_value_t = 0)]
+    display: u8,
+    /// Write the primary surface here (default: SESSION/display-N.png).
+    #[arg(long, value_name = "FILE")]
+    png: Option<PathBuf>,
+    /// Render up to this many seconds after the first message (default: the end).
+    #[arg(long, value_name = "SECONDS")]
+    at: Option<f64>,
+    /// Channel type of a pcap without a link stage (as ryll writes them).
+    #[arg(long, value_name = "TYPE")]
+    channel_type: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +184,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Proxy(args) => proxy(*args).await,
         Command::Vv(args) => vv(args),
+        Command::Render(args) => render(args),
     }
 }
 
@@ -276,6 +299,42 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
     proxy.run(stop_signal()).await.context("running the proxy")?;
+    Ok(())
+}
+
+/// `spicetap render`: PNG of the primary surface of a recording.
+fn render(args: RenderArgs) -> Result<()> {
+    use spicetap::render::offline;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let pcap = offline::display_pcap(&args.session, args.display)?;
+    let channel_type = args.channel_type.as_deref().map(parse_channel).transpose()?;
+    let until = args.at.map(std::time::Duration::from_secs_f64);
+    let (surface, stats) = offline::render_pcap(&pcap, channel_type, until)?;
+    let png = args.png.unwrap_or_else(|| {
+        let dir = if args.session.is_dir() { args.session.clone() } else { PathBuf::from(".") };
+        dir.join(format!("display-{}.png", args.display))
+    });
+    offline::write_png(&surface, &png)?;
+    eprintln!(
+        "{}: {}x{} from {} ({} messages, {} draws, {} marks)",
+        png.display(),
+        surface.width,
+        surface.height,
+        pcap.display(),
+        stats.messages,
+        stats.draws,
+        stats.marks
+    );
+    for (what, n) in &stats.unsupported {
+        eprintln!("warning: not rendered: {what} x{n}");
+    }
+    for e in &stats.error_samples {
+        eprintln!("warning: {e}");
+    }
+    if stats.errors > 0 || !stats.unsupported.is_empty() {
+        bail!("the rendering is incomplete: {} errors, {} unsupported kinds", stats.errors, stats.unsupported.len());
+    }
     Ok(())
 }
 

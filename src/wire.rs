@@ -79,6 +79,14 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// Reads a little-endian `i32`.
+    ///
+    /// # Errors
+    /// [`WireError`] when fewer than 4 bytes remain.
+    pub fn i32(&mut self) -> Result<i32, WireError> {
+        self.u32().map(|v| v as i32)
+    }
+
     /// Reads a little-endian `u64`.
     ///
     /// # Errors

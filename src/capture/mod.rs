@@ -14,6 +14,7 @@
 //! ```
 
 pub mod pcap;
+pub mod replay;
 pub mod report;
 pub mod writer;
 

@@ -7,4 +7,9 @@
 //!
 //! - [`quic`]: QUIC (spice-common `quic.c`), GRAY / RGB16 / RGB24 / RGB32 / RGBA.
 
+pub mod canvas;
+pub mod display;
+pub mod image;
+pub mod offline;
 pub mod quic;
+pub mod renderer;

@@ -1,0 +1,168 @@
+//! Reading a channel pcap back: the SPICE messages of both directions, in
+//! capture order, with their timestamps.
+//!
+//! Works on spicetap's own pcaps (whole TCP conversation with the link
+//! stage) and on pcaps without a link stage, such as ryll's `--capture`
+//! files (fake TCP between 10.0.0.1 and 10.0.0.2, one file per channel),
+//! given the channel type. The client side is the side that sent the first
+//! payload (spicetap: the link message) or, without a link stage, the side
+//! whose port is not the lower, server port.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pcap_file::pcap::PcapReader;
+use thiserror::Error;
+
+use crate::framing::{Frame, Framer, MessageHeader};
+use crate::link::{HeaderKind, LinkHeader, LinkMess, LinkReply, auth_selection};
+use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_TICKET_BYTES};
+
+/// A pcap that cannot be replayed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ReplayError {
+    /// The file could not be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not a pcap pcap-file understands.
+    #[error("pcap: {0}")]
+    Pcap(#[from] pcap_file::PcapError),
+    /// The link stage is missing or malformed.
+    #[error("link stage: {0}")]
+    Link(String),
+    /// The SPICE stream could not be framed.
+    #[error("framing: {0}")]
+    Framing(#[from] crate::framing::FramingError),
+}
+
+/// One SPICE message from a pcap.
+#[derive(Debug, Clone)]
+pub struct ReplayMessage {
+    /// Capture time of its last byte, since the Unix epoch.
+    pub at: Duration,
+    /// Which way it went.
+    pub dir: Direction,
+    /// Its header.
+    pub header: MessageHeader,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// A replayed channel: what its link stage said, then its messages.
+#[derive(Debug)]
+pub struct Replay {
+    /// Channel type (from the link message, or as given).
+    pub channel_type: ChannelType,
+    /// Header kind used.
+    pub header_kind: HeaderKind,
+    /// Messages in capture order.
+    pub messages: Vec<ReplayMessage>,
+}
+
+/// Reads `path`. `channel_type` is required for pcaps without a link stage
+/// (then the mini header is assumed).
+///
+/// # Errors
+/// [`ReplayError`] for unreadable files and broken streams.
+pub fn read(path: &Path, channel_type: Option<ChannelType>) -> Result<Replay, ReplayError> {
+    let file = std::fs::File::open(path)?;
+    let mut reader = PcapReader::new(std::io::BufReader::new(file))?;
+    // (timestamp, from-client?, payload) of every TCP segment with data.
+    let mut segments: Vec<(Duration, u16, Vec<u8>)> = Vec::new();
+    let mut ports: Vec<u16> = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet?;
+        let Ok(sliced) = etherparse::SlicedPacket::from_ethernet(&packet.data) else { continue };
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else { continue };
+        if !ports.contains(&tcp.source_port()) {
+            ports.push(tcp.source_port());
+        }
+        if !tcp.payload().is_empty() {
+            segments.push((packet.timestamp, tcp.source_port(), tcp.payload().to_vec()));
+        }
+    }
+    let Some(first) = segments.first() else {
+        return Err(ReplayError::Link("no payload".into()));
+    };
+    let starts_with_link = first.2.starts_with(b"REDQ");
+    let client_port = if starts_with_link {
+        first.1
+    } else {
+        // No link stage: the server is the lower port (5900-ish, or 5930 for spicetap).
+        ports.iter().copied().max().unwrap_or(first.1)
+    };
+    let mut streams: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut order = Vec::with_capacity(segments.len());
+    for (at, port, data) in segments {
+        let dir = if port == client_port { Direction::ClientToServer } else { Direction::ServerToClient };
+        let start = streams[dir.index()].len();
+        streams[dir.index()].extend_from_slice(&data);
+        order.push((at, dir, start, streams[dir.index()].len()));
+    }
+
+    let (channel_type, header_kind, skip) = if starts_with_link {
+        link_stage(&streams)?
+    } else {
+        let ct = channel_type.ok_or_else(|| ReplayError::Link("no link stage: give the channel type".into()))?;
+        (ct, HeaderKind::Mini, [0, 0])
+    };
+
+    // Frame both directions, attributing each message to the segment that
+    // completed it, then order by segment.
+    let mut messages = Vec::new();
+    let mut framers = [Framer::new(header_kind), Framer::new(header_kind)];
+    let mut current: [Option<(MessageHeader, Vec<u8>)>; 2] = [None, None];
+    for (at, dir, start, end) in order {
+        let i = dir.index();
+        let from = start.max(skip[i]);
+        if from >= end {
+            continue;
+        }
+        let chunk = &streams[i][from..end];
+        let mut done = Vec::new();
+        framers[i].feed(chunk, |f| match f {
+            Frame::Header(h) => current[i] = Some((h, Vec::new())),
+            Frame::Body(b) => {
+                if let Some((_, body)) = &mut current[i] {
+                    body.extend_from_slice(b);
+                }
+            }
+            Frame::End { .. } => {
+                if let Some((header, body)) = current[i].take() {
+                    done.push((header, body));
+                }
+            }
+        })?;
+        messages.extend(done.into_iter().map(|(header, body)| ReplayMessage { at, dir, header, body }));
+    }
+    Ok(Replay { channel_type, header_kind, messages })
+}
+
+/// Parses the link stage at the start of both streams; returns the channel
+/// type, header kind and the stream offsets where messages begin.
+fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, HeaderKind, [usize; 2]), ReplayError> {
+    let bad = |what: &str| ReplayError::Link(what.to_string());
+    let c = &streams[0];
+    let s = &streams[1];
+    let ch = LinkHeader::parse(c.get(..16).ok_or_else(|| bad("short link message"))?, LinkMess::FIXED_SIZE)
+        .map_err(|e| bad(&e.to_string()))?;
+    let c_end = 16 + ch.size as usize;
+    let mess =
+        LinkMess::parse(c.get(16..c_end).ok_or_else(|| bad("short link message"))?).map_err(|e| bad(&e.to_string()))?;
+    let sh =
+        LinkHeader::parse(s.get(..16).ok_or_else(|| bad("short link reply"))?, 4).map_err(|e| bad(&e.to_string()))?;
+    let s_end = 16 + sh.size as usize;
+    let reply =
+        LinkReply::parse(s.get(16..s_end).ok_or_else(|| bad("short link reply"))?).map_err(|e| bad(&e.to_string()))?;
+    let mut c_skip = c_end;
+    if auth_selection(&mess.caps, &reply.caps) {
+        let mech = c.get(c_skip..c_skip + 4).ok_or_else(|| bad("no auth mechanism"))?;
+        if u32::from_le_bytes([mech[0], mech[1], mech[2], mech[3]]) == SPICE_AUTH_SASL {
+            return Err(bad("SASL authentication: the stream cannot be framed"));
+        }
+        c_skip += 4;
+    }
+    c_skip += SPICE_TICKET_BYTES;
+    Ok((mess.channel_type, HeaderKind::negotiate(&mess.caps, &reply.caps), [c_skip, s_end + 4]))
+}

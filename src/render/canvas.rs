@@ -1,0 +1,273 @@
+//! Surfaces and the drawing operations spice-gtk's software canvas applies
+//! to them (spice-common `canvas_base.c`, `sw_canvas.c`).
+//!
+//! A surface holds `0xAARRGGBB` pixels, top-down. Every operation is limited
+//! to the drawing's bounding box intersected with its clip rectangles.
+//! Raster operations follow the `SpiceROPDescriptor`: optionally invert the
+//! source and the destination, combine (put, or, and, xor, or a constant),
+//! optionally invert the result (`canvas_base.c` `ropd_descriptor_to_rop`).
+
+use super::display::{Clip, Rect};
+use super::image::Pixels;
+
+/// `SPICE_ROPD_*` bits (spice-common `spice.proto` `ropd`).
+#[allow(missing_docs)]
+pub mod ropd {
+    pub const INVERS_SRC: u16 = 1 << 0;
+    pub const INVERS_BRUSH: u16 = 1 << 1;
+    pub const INVERS_DEST: u16 = 1 << 2;
+    pub const OP_PUT: u16 = 1 << 3;
+    pub const OP_OR: u16 = 1 << 4;
+    pub const OP_AND: u16 = 1 << 5;
+    pub const OP_XOR: u16 = 1 << 6;
+    pub const OP_BLACKNESS: u16 = 1 << 7;
+    pub const OP_WHITENESS: u16 = 1 << 8;
+    pub const OP_INVERS: u16 = 1 << 9;
+    pub const INVERS_RES: u16 = 1 << 10;
+}
+
+/// Which input of a ROP descriptor is the "source": the image (copy) or the
+/// brush (fill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopSource {
+    /// `INVERS_SRC` inverts the source image.
+    Image,
+    /// `INVERS_BRUSH` inverts the brush.
+    Brush,
+}
+
+/// A raster operation on (source, destination) pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rop {
+    invert_src: bool,
+    invert_dest: bool,
+    invert_res: bool,
+    op: u16,
+}
+
+impl Rop {
+    /// Plain copy.
+    pub const PUT: Rop = Rop { invert_src: false, invert_dest: false, invert_res: false, op: ropd::OP_PUT };
+
+    /// Interprets a ROP descriptor whose source input is `source`.
+    pub fn from_descriptor(desc: u16, source: RopSource) -> Self {
+        let src_bit = match source {
+            RopSource::Image => ropd::INVERS_SRC,
+            RopSource::Brush => ropd::INVERS_BRUSH,
+        };
+        let op = [
+            ropd::OP_PUT,
+            ropd::OP_OR,
+            ropd::OP_AND,
+            ropd::OP_XOR,
+            ropd::OP_BLACKNESS,
+            ropd::OP_WHITENESS,
+            ropd::OP_INVERS,
+        ]
+        .into_iter()
+        .find(|op| desc & op != 0)
+        .unwrap_or(0);
+        Self {
+            invert_src: desc & src_bit != 0,
+            invert_dest: desc & ropd::INVERS_DEST != 0,
+            invert_res: desc & ropd::INVERS_RES != 0,
+            op,
+        }
+    }
+
+    /// Whether the operation is a plain copy.
+    pub fn is_put(&self) -> bool {
+        *self == Self::PUT
+    }
+
+    /// Whether the operation leaves the destination untouched (no op bit).
+    pub fn is_noop(&self) -> bool {
+        self.op == 0
+    }
+
+    #[inline]
+    fn apply(&self, src: u32, dest: u32) -> u32 {
+        let s = if self.invert_src { !src } else { src };
+        let d = if self.invert_dest { !dest } else { dest };
+        let r = match self.op {
+            ropd::OP_PUT => s,
+            ropd::OP_OR => s | d,
+            ropd::OP_AND => s & d,
+            ropd::OP_XOR => s ^ d,
+            ropd::OP_BLACKNESS => 0,
+            ropd::OP_WHITENESS => 0xffff_ffff,
+            ropd::OP_INVERS => !d,
+            _ => dest,
+        };
+        if self.invert_res { !r } else { r }
+    }
+}
+
+/// A drawing surface.
+#[derive(Debug, Clone)]
+pub struct Surface {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// `SPICE_SURFACE_FMT_*`.
+    pub format: u32,
+    /// Pixels, top-down.
+    pub data: Vec<u32>,
+}
+
+impl Surface {
+    /// A black surface (`width * height` already checked by the caller).
+    pub fn new(width: u32, height: u32, format: u32) -> Self {
+        Self { width, height, format, data: vec![0; width as usize * height as usize] }
+    }
+
+    fn bounds(&self) -> Rect {
+        Rect { top: 0, left: 0, bottom: self.height as i32, right: self.width as i32 }
+    }
+
+    /// The rectangles a drawing with `bbox` and `clip` may touch, inside the
+    /// surface.
+    pub fn region(&self, bbox: &Rect, clip: &Clip) -> Vec<Rect> {
+        let area = bbox.intersect(&self.bounds());
+        if area.is_empty() {
+            return Vec::new();
+        }
+        match clip {
+            Clip::None => vec![area],
+            Clip::Rects(rects) => rects.iter().map(|r| r.intersect(&area)).filter(|r| !r.is_empty()).collect(),
+        }
+    }
+
+    /// Copies `src` into `region`: destination (x, y) takes source pixel
+    /// (x + dx, y + dy); pixels whose source falls outside `src` are left
+    /// alone.
+    pub fn blit(&mut self, region: &[Rect], src: &Pixels, dx: i64, dy: i64, rop: Rop) {
+        let w = self.width as usize;
+        for r in region {
+            for y in r.top..r.bottom {
+                let sy = i64::from(y) + dy;
+                if sy < 0 || sy >= i64::from(src.height) {
+                    continue;
+                }
+                let sx0 = (i64::from(r.left) + dx).max(0);
+                let sx1 = (i64::from(r.right) + dx).min(i64::from(src.width));
+                if sx0 >= sx1 {
+                    continue;
+                }
+                // sx0 - dx >= r.left >= 0 and < width: fits usize.
+                let x0 = (sx0 - dx) as usize;
+                let len = (sx1 - sx0) as usize;
+                let s = &src.data[sy as usize * src.width as usize + sx0 as usize..][..len];
+                let d = &mut self.data[y as usize * w + x0..][..len];
+                if rop.is_put() {
+                    d.copy_from_slice(s);
+                } else {
+                    for (dp, sp) in d.iter_mut().zip(s) {
+                        *dp = rop.apply(*sp, *dp);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills `region` with `color` under `rop` (brush as the source).
+    pub fn fill(&mut self, region: &[Rect], color: u32, rop: Rop) {
+        let w = self.width as usize;
+        for r in region {
+            for y in r.top..r.bottom {
+                let d = &mut self.data[y as usize * w + r.left as usize..y as usize * w + r.right as usize];
+                if rop.is_put() {
+                    d.fill(color);
+                } else {
+                    for dp in d.iter_mut() {
+                        *dp = rop.apply(color, *dp);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fills `region` with a pattern tiled from origin `pos` (brush source).
+    pub fn fill_pattern(&mut self, region: &[Rect], pattern: &Pixels, pos: (i32, i32), rop: Rop) {
+        if pattern.width == 0 || pattern.height == 0 {
+            return;
+        }
+        let w = self.width as usize;
+        for r in region {
+            for y in r.top..r.bottom {
+                let py = (i64::from(y) - i64::from(pos.1)).rem_euclid(i64::from(pattern.height)) as u32;
+                for x in r.left..r.right {
+                    let px = (i64::from(x) - i64::from(pos.0)).rem_euclid(i64::from(pattern.width)) as u32;
+                    let d = &mut self.data[y as usize * w + x as usize];
+                    *d = rop.apply(pattern.at(px, py), *d);
+                }
+            }
+        }
+    }
+
+    /// `COPY_BITS`: copies the surface onto itself, destination (x, y)
+    /// taking the old pixel at (x + dx, y + dy).
+    pub fn copy_bits(&mut self, region: &[Rect], dx: i64, dy: i64) {
+        let snapshot = Pixels { width: self.width, height: self.height, data: std::sync::Arc::new(self.data.clone()) };
+        self.blit(region, &snapshot, dx, dy, Rop::PUT);
+    }
+
+    /// A copy of the pixels, for SPICE_IMAGE_TYPE_SURFACE sources.
+    pub fn pixels(&self) -> Pixels {
+        Pixels { width: self.width, height: self.height, data: std::sync::Arc::new(self.data.clone()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn px(w: u32, h: u32, v: Vec<u32>) -> Pixels {
+        Pixels { width: w, height: h, data: Arc::new(v) }
+    }
+
+    #[test]
+    fn blit_respects_clip_and_offsets() {
+        let mut s = Surface::new(4, 3, 32);
+        let src = px(2, 2, vec![1, 2, 3, 4]);
+        let bbox = Rect { top: 1, left: 1, bottom: 3, right: 3 };
+        let clip = Clip::Rects(vec![Rect { top: 0, left: 0, bottom: 4, right: 2 }]);
+        let region = s.region(&bbox, &clip);
+        s.blit(&region, &src, -1, -1, Rop::PUT);
+        assert_eq!(s.data, [0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0]);
+    }
+
+    #[test]
+    fn rops_follow_the_descriptor() {
+        let xor = Rop::from_descriptor(ropd::OP_XOR, RopSource::Image);
+        assert_eq!(xor.apply(0b1100, 0b1010), 0b0110);
+        let inv_put = Rop::from_descriptor(ropd::OP_PUT | ropd::INVERS_SRC, RopSource::Image);
+        assert_eq!(inv_put.apply(0, 5), 0xffff_ffff);
+        let brush = Rop::from_descriptor(ropd::OP_PUT | ropd::INVERS_BRUSH, RopSource::Brush);
+        assert_eq!(brush.apply(0, 5), 0xffff_ffff);
+        assert_eq!(Rop::from_descriptor(ropd::OP_INVERS, RopSource::Brush).apply(1, 0), 0xffff_ffff);
+        assert!(Rop::from_descriptor(ropd::OP_PUT, RopSource::Image).is_put());
+    }
+
+    #[test]
+    fn copy_bits_handles_overlap() {
+        let mut s = Surface::new(4, 1, 32);
+        s.data = vec![1, 2, 3, 4];
+        let region = s.region(&Rect { top: 0, left: 1, bottom: 1, right: 4 }, &Clip::None);
+        s.copy_bits(&region, -1, 0);
+        assert_eq!(s.data, [1, 1, 2, 3]);
+    }
+
+    #[test]
+    fn drawing_outside_the_surface_is_clipped() {
+        let mut s = Surface::new(2, 2, 32);
+        let region = s.region(&Rect { top: -5, left: -5, bottom: 50, right: 50 }, &Clip::None);
+        s.fill(&region, 7, Rop::PUT);
+        assert_eq!(s.data, [7; 4]);
+        let src = px(1, 1, vec![9]);
+        s.blit(&region, &src, 100, 100, Rop::PUT);
+        assert_eq!(s.data, [7; 4]);
+    }
+}

@@ -1,0 +1,435 @@
+//! `SpiceImage`: the descriptor, the per-type payload, and decoding to
+//! pixels with the session's image and palette caches.
+//!
+//! ```text
+//! SpiceImageDescriptor  id u64, type u8, flags u8, width u32, height u32
+//! BITMAP                format u8, flags u8, x u32, y u32, stride u32,
+//!                       palette (flags & PAL_FROM_CACHE ? id u64 : Palette* u32),
+//!                       data[stride * y]
+//! QUIC/LZ_RGB/GLZ_RGB/JPEG/LZ4  data_size u32, data
+//! LZ_PLT                flags u8, data_size u32, palette (id u64 | Palette* u32), data
+//! ZLIB_GLZ_RGB          glz_data_size u32, data_size u32, data (zlib of a GLZ image)
+//! JPEG_ALPHA            flags u8, jpeg_size u32, data_size u32, data
+//! SURFACE               surface_id u32
+//! Palette               unique u64, num_ents u16, ents u32[num_ents]
+//! ```
+//!
+//! (spice-common `spice.proto` `Image`, `BitmapData`; decoding as
+//! spice-common `canvas_base.c` `canvas_get_image_internal`,
+//! `canvas_get_bits`: caching on `CACHE_ME`, `0xff000000` ORed in on
+//! `HIGH_BITS_SET`.)
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::limits::{MAX_SURFACE_PIXELS, MAX_SURFACE_SIDE};
+use crate::wire::{Reader, WireError};
+
+/// `SPICE_IMAGE_TYPE_*`.
+#[allow(missing_docs)]
+pub mod image_type {
+    pub const BITMAP: u8 = 0;
+    pub const QUIC: u8 = 1;
+    pub const LZ_PLT: u8 = 100;
+    pub const LZ_RGB: u8 = 101;
+    pub const GLZ_RGB: u8 = 102;
+    pub const FROM_CACHE: u8 = 103;
+    pub const SURFACE: u8 = 104;
+    pub const JPEG: u8 = 105;
+    pub const FROM_CACHE_LOSSLESS: u8 = 106;
+    pub const ZLIB_GLZ_RGB: u8 = 107;
+    pub const JPEG_ALPHA: u8 = 108;
+    pub const LZ4: u8 = 109;
+}
+
+/// `SPICE_IMAGE_FLAGS_CACHE_ME`.
+pub const CACHE_ME: u8 = 1;
+/// `SPICE_IMAGE_FLAGS_HIGH_BITS_SET`.
+pub const HIGH_BITS_SET: u8 = 2;
+/// `SPICE_IMAGE_FLAGS_CACHE_REPLACE_ME`.
+pub const CACHE_REPLACE_ME: u8 = 4;
+
+const PAL_CACHE_ME: u8 = 1;
+const PAL_FROM_CACHE: u8 = 2;
+const TOP_DOWN: u8 = 4;
+
+/// Most images kept in the image cache, in pixels (1 GiB of 32-bit pixels).
+const MAX_CACHED_PIXELS: u64 = 256 * 1024 * 1024;
+
+/// Why an image could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The message or image ended early.
+    #[error(transparent)]
+    Short(#[from] WireError),
+    /// A pointer outside the message body.
+    #[error("image offset {0} outside the message")]
+    BadOffset(u32),
+    /// Zero or too large dimensions.
+    #[error("image size {width}x{height} out of bounds")]
+    BadSize {
+        /// Width.
+        width: u32,
+        /// Height.
+        height: u32,
+    },
+    /// A type or format not (yet) decoded.
+    #[error("unsupported image: {0}")]
+    Unsupported(String),
+    /// FROM_CACHE of an id not in the cache (or only lossy for LOSSLESS).
+    #[error("image {0:#x} not in the cache")]
+    MissingCache(u64),
+    /// PAL_FROM_CACHE of an unknown palette.
+    #[error("palette {0:#x} not in the cache")]
+    MissingPalette(u64),
+    /// SURFACE of an unknown surface.
+    #[error("surface {0} does not exist")]
+    MissingSurface(u32),
+    /// The codec refused the data.
+    #[error("{codec}: {error}")]
+    Codec {
+        /// Which codec.
+        codec: &'static str,
+        /// Its error.
+        error: String,
+    },
+    /// The image cache holds more than its bound.
+    #[error("image cache over {MAX_CACHED_PIXELS} pixels")]
+    CacheFull,
+}
+
+/// Decoded pixels: `width * height` u32 `0xAARRGGBB`, top-down rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pixels {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The pixels.
+    pub data: Arc<Vec<u32>>,
+}
+
+impl Pixels {
+    /// The pixel at (x, y); callers stay in bounds.
+    #[inline]
+    pub fn at(&self, x: u32, y: u32) -> u32 {
+        self.data[y as usize * self.width as usize + x as usize]
+    }
+}
+
+/// Checks image dimensions against the renderer's bounds; returns the pixel count.
+///
+/// # Errors
+/// [`ImageError::BadSize`].
+pub fn checked_pixels(width: u32, height: u32) -> Result<usize, ImageError> {
+    let n = u64::from(width) * u64::from(height);
+    if width == 0 || height == 0 || width > MAX_SURFACE_SIDE || height > MAX_SURFACE_SIDE || n > MAX_SURFACE_PIXELS {
+        return Err(ImageError::BadSize { width, height });
+    }
+    usize::try_from(n).map_err(|_| ImageError::BadSize { width, height })
+}
+
+/// The session's image cache (by descriptor id, with lossy marks) and
+/// palette cache (spice-gtk shares both among a session's display channels).
+#[derive(Debug, Default)]
+pub struct ImageCaches {
+    images: HashMap<u64, (Pixels, bool)>,
+    palettes: HashMap<u64, Arc<Vec<u32>>>,
+    pixels: u64,
+}
+
+impl ImageCaches {
+    fn put(&mut self, id: u64, p: Pixels, lossy: bool) -> Result<(), ImageError> {
+        let n = u64::from(p.width) * u64::from(p.height);
+        if let Some((old, _)) = self.images.remove(&id) {
+            self.pixels -= u64::from(old.width) * u64::from(old.height);
+        }
+        if self.pixels + n > MAX_CACHED_PIXELS {
+            return Err(ImageError::CacheFull);
+        }
+        self.pixels += n;
+        self.images.insert(id, (p, lossy));
+        Ok(())
+    }
+
+    /// Drops one image (`SPICE_MSG_DISPLAY_INVAL_LIST`).
+    pub fn remove(&mut self, id: u64) {
+        if let Some((old, _)) = self.images.remove(&id) {
+            self.pixels -= u64::from(old.width) * u64::from(old.height);
+        }
+    }
+
+    /// Drops every image (`SPICE_MSG_DISPLAY_INVAL_ALL_PIXMAPS`).
+    pub fn clear_images(&mut self) {
+        self.images.clear();
+        self.pixels = 0;
+    }
+
+    /// Drops one palette.
+    pub fn remove_palette(&mut self, id: u64) {
+        self.palettes.remove(&id);
+    }
+
+    /// Drops every palette.
+    pub fn clear_palettes(&mut self) {
+        self.palettes.clear();
+    }
+
+    /// Number of cached images.
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+
+    /// Whether no image is cached.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+}
+
+/// What decoding needs besides the message body.
+pub trait ImageSources {
+    /// The image and palette caches.
+    fn caches(&mut self) -> &mut ImageCaches;
+    /// The pixels of a surface (for SPICE_IMAGE_TYPE_SURFACE).
+    fn surface(&self, id: u32) -> Option<Pixels>;
+    /// Decodes a GLZ image (inserting it into the session's dictionary).
+    ///
+    /// # Errors
+    /// [`ImageError`] from the GLZ decoder.
+    fn glz(&mut self, data: &[u8]) -> Result<Pixels, ImageError>;
+}
+
+/// Decodes the `SpiceImage` at `offset` of a message `body`.
+///
+/// # Errors
+/// [`ImageError`] for malformed, unsupported or uncached images.
+pub fn decode(body: &[u8], offset: u32, src: &mut dyn ImageSources) -> Result<Pixels, ImageError> {
+    let at = usize::try_from(offset).map_err(|_| ImageError::BadOffset(offset))?;
+    if offset == 0 || at >= body.len() {
+        return Err(ImageError::BadOffset(offset));
+    }
+    let mut r = Reader::new(&body[at..]);
+    let id = r.u64()?;
+    let ty = r.u8()?;
+    let flags = r.u8()?;
+    let width = r.u32()?;
+    let height = r.u32()?;
+    let (mut pixels, lossy) = match ty {
+        image_type::FROM_CACHE => {
+            let (p, _) = src.caches().images.get(&id).cloned().ok_or(ImageError::MissingCache(id))?;
+            return Ok(p);
+        }
+        image_type::FROM_CACHE_LOSSLESS => {
+            return match src.caches().images.get(&id) {
+                Some((p, false)) => Ok(p.clone()),
+                _ => Err(ImageError::MissingCache(id)),
+            };
+        }
+        image_type::SURFACE => {
+            let sid = r.u32()?;
+            return src.surface(sid).ok_or(ImageError::MissingSurface(sid));
+        }
+        image_type::BITMAP => (bitmap(body, &mut r, width, height, src)?, false),
+        image_type::QUIC => {
+            let data = binary(&mut r)?;
+            let q = super::quic::decode(data).map_err(|e| ImageError::Codec { codec: "QUIC", error: e.to_string() })?;
+            (Pixels { width: q.width, height: q.height, data: Arc::new(q.pixels) }, false)
+        }
+        image_type::GLZ_RGB => (src.glz(binary(&mut r)?)?, false),
+        other => return Err(ImageError::Unsupported(format!("image type {other}"))),
+    };
+    if pixels.width != width || pixels.height != height {
+        return Err(ImageError::Codec {
+            codec: "image",
+            error: format!("descriptor says {width}x{height}, data {}x{}", pixels.width, pixels.height),
+        });
+    }
+    if flags & HIGH_BITS_SET != 0 {
+        let data = Arc::make_mut(&mut pixels.data);
+        for p in data.iter_mut() {
+            *p |= 0xff00_0000;
+        }
+    }
+    if flags & (CACHE_ME | CACHE_REPLACE_ME) != 0 {
+        src.caches().put(id, pixels.clone(), lossy)?;
+    }
+    Ok(pixels)
+}
+
+/// `data_size u32` + data.
+fn binary<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], ImageError> {
+    let size = r.u32()?;
+    Ok(r.take(usize::try_from(size).map_err(|_| ImageError::BadOffset(size))?)?)
+}
+
+/// Reads a `Palette` at `offset` of the body.
+fn palette_at(body: &[u8], offset: u32) -> Result<(u64, Vec<u32>), ImageError> {
+    let at = usize::try_from(offset).map_err(|_| ImageError::BadOffset(offset))?;
+    let rest = body.get(at..).ok_or(ImageError::BadOffset(offset))?;
+    let mut r = Reader::new(rest);
+    let unique = r.u64()?;
+    let n = r.u16()?;
+    let ents = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+    Ok((unique, ents))
+}
+
+/// `SPICE_BITMAP_FMT_*`: 1BIT_LE 1, 1BIT_BE 2, 4BIT_LE 3, 4BIT_BE 4, 8BIT 5,
+/// 16BIT 6 (x1r5g5b5), 24BIT 7 (B, G, R bytes), 32BIT 8 (xRGB LE), RGBA 9,
+/// 8BIT_A 10.
+fn bitmap(
+    body: &[u8],
+    r: &mut Reader<'_>,
+    width: u32,
+    height: u32,
+    src: &mut dyn ImageSources,
+) -> Result<Pixels, ImageError> {
+    let format = r.u8()?;
+    let flags = r.u8()?;
+    let x = r.u32()?;
+    let y = r.u32()?;
+    let stride = r.u32()?;
+    let palette: Option<Arc<Vec<u32>>> = if flags & PAL_FROM_CACHE != 0 {
+        let id = r.u64()?;
+        Some(src.caches().palettes.get(&id).cloned().ok_or(ImageError::MissingPalette(id))?)
+    } else {
+        let ptr = r.u32()?;
+        if ptr == 0 {
+            None
+        } else {
+            let (unique, ents) = palette_at(body, ptr)?;
+            let ents = Arc::new(ents);
+            if flags & PAL_CACHE_ME != 0 {
+                src.caches().palettes.insert(unique, ents.clone());
+            }
+            Some(ents)
+        }
+    };
+    let n = checked_pixels(x, y)?;
+    if (x, y) != (width, height) {
+        return Err(ImageError::BadSize { width: x, height: y });
+    }
+    let bits_per_pixel: u64 = match format {
+        1 | 2 => 1,
+        3 | 4 => 4,
+        5 | 10 => 8,
+        6 => 16,
+        7 => 24,
+        8 | 9 => 32,
+        f => return Err(ImageError::Unsupported(format!("bitmap format {f}"))),
+    };
+    let min_stride = (u64::from(x) * bits_per_pixel).div_ceil(8);
+    if u64::from(stride) < min_stride {
+        return Err(ImageError::BadSize { width: x, height: y });
+    }
+    let len = u64::from(stride) * u64::from(y);
+    let data = r.take(usize::try_from(len).map_err(|_| ImageError::BadSize { width: x, height: y })?)?;
+    let pal = |i: usize| -> Result<u32, ImageError> {
+        let p = palette.as_ref().ok_or_else(|| ImageError::Unsupported("palette bitmap without palette".into()))?;
+        Ok(p.get(i).copied().unwrap_or(0))
+    };
+    let mut out = Vec::with_capacity(n);
+    let top_down = flags & TOP_DOWN != 0;
+    for row in 0..y as usize {
+        let src_row = if top_down { row } else { y as usize - 1 - row };
+        let line = &data[src_row * stride as usize..src_row * stride as usize + min_stride as usize];
+        for col in 0..x as usize {
+            let px = match format {
+                8 => u32::from_le_bytes([line[4 * col], line[4 * col + 1], line[4 * col + 2], line[4 * col + 3]]),
+                9 => u32::from_le_bytes([line[4 * col], line[4 * col + 1], line[4 * col + 2], line[4 * col + 3]]),
+                7 => {
+                    let (b, g, r) = (line[3 * col], line[3 * col + 1], line[3 * col + 2]);
+                    u32::from(r) << 16 | u32::from(g) << 8 | u32::from(b)
+                }
+                6 => {
+                    let v = u16::from_le_bytes([line[2 * col], line[2 * col + 1]]);
+                    let widen = |c: u16| -> u32 { u32::from((c << 3) | (c >> 2)) };
+                    widen((v >> 10) & 0x1f) << 16 | widen((v >> 5) & 0x1f) << 8 | widen(v & 0x1f)
+                }
+                5 => pal(usize::from(line[col]))?,
+                10 => u32::from(line[col]) << 24,
+                3 => pal(usize::from(if col % 2 == 0 { line[col / 2] & 0x0f } else { line[col / 2] >> 4 }))?,
+                4 => pal(usize::from(if col % 2 == 0 { line[col / 2] >> 4 } else { line[col / 2] & 0x0f }))?,
+                1 => pal(usize::from((line[col / 8] >> (col % 8)) & 1))?,
+                _ => pal(usize::from((line[col / 8] >> (7 - col % 8)) & 1))?,
+            };
+            out.push(px);
+        }
+    }
+    Ok(Pixels { width: x, height: y, data: Arc::new(out) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSources(ImageCaches);
+
+    impl ImageSources for NoSources {
+        fn caches(&mut self) -> &mut ImageCaches {
+            &mut self.0
+        }
+        fn surface(&self, _id: u32) -> Option<Pixels> {
+            None
+        }
+        fn glz(&mut self, _data: &[u8]) -> Result<Pixels, ImageError> {
+            Err(ImageError::Unsupported("GLZ".into()))
+        }
+    }
+
+    /// A message body with one bitmap image at offset 4.
+    #[allow(clippy::too_many_arguments)]
+    fn bitmap_body(id: u64, flags: u8, w: u32, h: u32, fmt: u8, bmp_flags: u8, data: &[u8], stride: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 4];
+        b.extend_from_slice(&id.to_le_bytes());
+        b.push(image_type::BITMAP);
+        b.push(flags);
+        b.extend_from_slice(&w.to_le_bytes());
+        b.extend_from_slice(&h.to_le_bytes());
+        b.push(fmt);
+        b.push(bmp_flags);
+        b.extend_from_slice(&w.to_le_bytes());
+        b.extend_from_slice(&h.to_le_bytes());
+        b.extend_from_slice(&stride.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn bitmaps_decode_top_down_and_bottom_up_and_cache() {
+        let data: Vec<u8> =
+            [0x00112233u32, 0x00445566, 0x00778899, 0x00aabbcc].iter().flat_map(|p| p.to_le_bytes()).collect();
+        let mut s = NoSources(ImageCaches::default());
+        let body = bitmap_body(7, CACHE_ME, 2, 2, 8, TOP_DOWN, &data, 8);
+        let p = decode(&body, 4, &mut s).unwrap();
+        assert_eq!(*p.data, [0x00112233, 0x00445566, 0x00778899, 0x00aabbcc]);
+        let body = bitmap_body(8, HIGH_BITS_SET, 2, 2, 8, 0, &data, 8);
+        let p = decode(&body, 4, &mut s).unwrap();
+        assert_eq!(*p.data, [0xff778899, 0xffaabbcc, 0xff112233, 0xff445566]);
+        // FROM_CACHE finds the first one.
+        let mut from_cache = vec![0u8; 4];
+        from_cache.extend_from_slice(&7u64.to_le_bytes());
+        from_cache.extend_from_slice(&[image_type::FROM_CACHE, 0, 2, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(decode(&from_cache, 4, &mut s).unwrap().data[0], 0x00112233);
+        s.0.remove(7);
+        assert_eq!(decode(&from_cache, 4, &mut s), Err(ImageError::MissingCache(7)));
+    }
+
+    #[test]
+    fn hostile_images_are_errors() {
+        let mut s = NoSources(ImageCaches::default());
+        let data = [0u8; 16];
+        assert!(matches!(decode(&bitmap_body(1, 0, 2, 2, 8, 0, &data, 4), 4, &mut s), Err(ImageError::BadSize { .. })));
+        assert!(decode(&bitmap_body(1, 0, 2, 2, 8, 0, &data[..15], 8), 4, &mut s).is_err());
+        assert!(matches!(decode(&bitmap_body(1, 0, 0, 2, 8, 0, &[], 8), 4, &mut s), Err(ImageError::BadSize { .. })));
+        let huge = bitmap_body(1, 0, 100_000, 100_000, 8, 0, &[], 400_000);
+        assert!(matches!(decode(&huge, 4, &mut s), Err(ImageError::BadSize { .. })));
+        assert!(matches!(decode(&[0; 8], 0, &mut s), Err(ImageError::BadOffset(0))));
+        assert!(matches!(decode(&[0; 8], 100, &mut s), Err(ImageError::BadOffset(100))));
+        let body = bitmap_body(1, 0, 2, 2, 5, 0, &[0, 1, 2, 3], 2);
+        assert!(matches!(decode(&body, 4, &mut s), Err(ImageError::Unsupported(_))));
+    }
+}

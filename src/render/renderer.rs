@@ -1,0 +1,316 @@
+//! The display model: surfaces, caches, and what each display message does
+//! to them, as spice-gtk's display channel and software canvas do
+//! (spice-gtk `channel-display.c`, spice-common `canvas_base.c`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::canvas::{Rop, RopSource, Surface};
+use super::display::{self, Brush, DisplayMessage, msg};
+use super::image::{self, ImageCaches, ImageError, ImageSources, Pixels, checked_pixels};
+use crate::wire::Reader;
+
+/// `SPICE_SURFACE_FLAGS_PRIMARY`.
+const SURFACE_PRIMARY: u32 = 1;
+/// `SPICE_MSG_LIST` (spice-protocol `enums.h`).
+const SPICE_MSG_LIST: u16 = 8;
+/// Most sub-messages in one `SPICE_MSG_LIST`.
+const MAX_SUB_MESSAGES: u16 = 4096;
+
+/// What the renderer did and could not do, for `session.json` and `render`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RenderStats {
+    /// Server messages handled.
+    pub messages: u64,
+    /// Drawing messages applied.
+    pub draws: u64,
+    /// `SPICE_MSG_DISPLAY_MARK`s seen.
+    pub marks: u64,
+    /// Messages or features not rendered, by name, with counts.
+    pub unsupported: BTreeMap<String, u64>,
+    /// Messages whose decoding failed.
+    pub errors: u64,
+    /// The first errors, for diagnosis (at most 20).
+    pub error_samples: Vec<String>,
+}
+
+/// What a message did to the display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenderEvent {
+    /// Nothing visible.
+    None,
+    /// Pixels of the primary surface may have changed.
+    Drawn,
+    /// The server marked the display complete (a frame boundary).
+    Mark,
+}
+
+/// The state of one display channel (its surfaces) and of the session's
+/// caches it uses.
+#[derive(Debug, Default)]
+pub struct DisplayRenderer {
+    surfaces: HashMap<u32, Surface>,
+    primary: Option<u32>,
+    caches: ImageCaches,
+    /// What happened so far.
+    pub stats: RenderStats,
+}
+
+struct Sources<'a> {
+    caches: &'a mut ImageCaches,
+    surfaces: &'a HashMap<u32, Surface>,
+}
+
+impl ImageSources for Sources<'_> {
+    fn caches(&mut self) -> &mut ImageCaches {
+        self.caches
+    }
+
+    fn surface(&self, id: u32) -> Option<Pixels> {
+        self.surfaces.get(&id).map(Surface::pixels)
+    }
+
+    fn glz(&mut self, _data: &[u8]) -> Result<Pixels, ImageError> {
+        Err(ImageError::Unsupported("GLZ_RGB".into()))
+    }
+}
+
+impl DisplayRenderer {
+    /// An empty display.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The primary surface, once created.
+    pub fn primary(&self) -> Option<&Surface> {
+        self.primary.and_then(|id| self.surfaces.get(&id))
+    }
+
+    fn unsupported(&mut self, what: String) {
+        *self.stats.unsupported.entry(what).or_insert(0) += 1;
+    }
+
+    fn error(&mut self, what: String) {
+        self.stats.errors += 1;
+        if self.stats.error_samples.len() < 20 {
+            tracing::debug!(error = %what, "render error");
+            self.stats.error_samples.push(what);
+        }
+    }
+
+    /// Applies one server message (a `SPICE_MSG_LIST` is expanded).
+    pub fn server_message(&mut self, msg_type: u16, body: &[u8]) -> RenderEvent {
+        if msg_type == SPICE_MSG_LIST {
+            return self.message_list(body);
+        }
+        self.stats.messages += 1;
+        let parsed = match display::parse(msg_type, body) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(format!(
+                    "{}: {e}",
+                    crate::protocol::message_name(
+                        crate::protocol::ChannelType::DISPLAY,
+                        crate::protocol::Direction::ServerToClient,
+                        msg_type
+                    )
+                ));
+                return RenderEvent::None;
+            }
+        };
+        match self.apply(parsed, body) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.error(e.to_string());
+                RenderEvent::None
+            }
+        }
+    }
+
+    /// Expands a `SPICE_MSG_LIST`: count u16, offsets u32[count] of
+    /// sub-messages (type u16, size u32, body) within the body.
+    fn message_list(&mut self, body: &[u8]) -> RenderEvent {
+        let mut r = Reader::new(body);
+        let Ok(count) = r.u16() else {
+            self.error("SPICE_MSG_LIST: short".into());
+            return RenderEvent::None;
+        };
+        let mut event = RenderEvent::None;
+        for _ in 0..count.min(MAX_SUB_MESSAGES) {
+            let Ok(offset) = r.u32() else {
+                self.error("SPICE_MSG_LIST: short".into());
+                break;
+            };
+            let sub = usize::try_from(offset).ok().and_then(|o| body.get(o..)).and_then(|rest| {
+                let mut s = Reader::new(rest);
+                let ty = s.u16().ok()?;
+                let size = s.u32().ok()?;
+                let data = s.take(usize::try_from(size).ok()?).ok()?;
+                Some((ty, data))
+            });
+            match sub {
+                Some((ty, data)) if ty != SPICE_MSG_LIST => {
+                    let e = self.server_message(ty, data);
+                    if e != RenderEvent::None {
+                        event = e;
+                    }
+                }
+                _ => self.error(format!("SPICE_MSG_LIST: bad sub-message at {offset}")),
+            }
+        }
+        event
+    }
+
+    fn apply(&mut self, m: DisplayMessage, body: &[u8]) -> Result<RenderEvent, ImageError> {
+        match m {
+            DisplayMessage::SurfaceCreate { surface_id, width, height, format, flags } => {
+                checked_pixels(width, height)?;
+                let primary = flags & SURFACE_PRIMARY != 0;
+                // spice-gtk keeps the old primary (and its pixels) when a new
+                // primary has the same size (channel-display.c).
+                let keep = primary
+                    && self.primary().is_some_and(|s| s.width == width && s.height == height && s.format == format);
+                if !keep {
+                    if primary && let Some(old) = self.primary.take() {
+                        self.surfaces.remove(&old);
+                    }
+                    self.surfaces.insert(surface_id, Surface::new(width, height, format));
+                } else if let Some(old) = self.primary
+                    && old != surface_id
+                    && let Some(s) = self.surfaces.remove(&old)
+                {
+                    self.surfaces.insert(surface_id, s);
+                }
+                if primary {
+                    self.primary = Some(surface_id);
+                }
+                Ok(RenderEvent::Drawn)
+            }
+            DisplayMessage::SurfaceDestroy { surface_id } => {
+                if self.primary != Some(surface_id) {
+                    self.surfaces.remove(&surface_id);
+                }
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::Copy { msg_type, base, copy } => {
+                if msg_type != msg::DRAW_COPY {
+                    self.unsupported(format!("message {msg_type}"));
+                }
+                if copy.mask.bitmap != 0 {
+                    self.unsupported("mask".into());
+                }
+                let mut src = Sources { caches: &mut self.caches, surfaces: &self.surfaces };
+                // Decoded even when clipped out: it may feed the cache or GLZ.
+                let pixels = image::decode(body, copy.src_bitmap, &mut src)?;
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
+                if copy.src_area.width() != base.bbox.width() || copy.src_area.height() != base.bbox.height() {
+                    *self.stats.unsupported.entry("scaled copy".into()).or_insert(0) += 1;
+                    return Ok(RenderEvent::None);
+                }
+                let region = surface.region(&base.bbox, &base.clip);
+                let rop = Rop::from_descriptor(copy.rop_descriptor, RopSource::Image);
+                let dx = i64::from(copy.src_area.left) - i64::from(base.bbox.left);
+                let dy = i64::from(copy.src_area.top) - i64::from(base.bbox.top);
+                surface.blit(&region, &pixels, dx, dy, rop);
+                self.stats.draws += 1;
+                Ok(self.drawn_on(base.surface_id))
+            }
+            DisplayMessage::Fill { base, brush, rop_descriptor, mask } => {
+                if mask.bitmap != 0 {
+                    self.unsupported("mask".into());
+                }
+                let rop = Rop::from_descriptor(rop_descriptor, RopSource::Brush);
+                let pattern = match brush {
+                    Brush::Pattern { image, pos } => {
+                        let mut src = Sources { caches: &mut self.caches, surfaces: &self.surfaces };
+                        Some((image::decode(body, image, &mut src)?, pos))
+                    }
+                    _ => None,
+                };
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
+                let region = surface.region(&base.bbox, &base.clip);
+                match (brush, pattern) {
+                    (Brush::Solid(color), _) => surface.fill(&region, color, rop),
+                    (_, Some((p, pos))) => surface.fill_pattern(&region, &p, (pos.x, pos.y), rop),
+                    _ => surface.fill(&region, 0, rop),
+                }
+                self.stats.draws += 1;
+                Ok(self.drawn_on(base.surface_id))
+            }
+            DisplayMessage::Solid { msg_type, base, mask } => {
+                if mask.bitmap != 0 {
+                    self.unsupported("mask".into());
+                }
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
+                let region = surface.region(&base.bbox, &base.clip);
+                let op = match msg_type {
+                    msg::DRAW_BLACKNESS => super::canvas::ropd::OP_BLACKNESS,
+                    msg::DRAW_WHITENESS => super::canvas::ropd::OP_WHITENESS,
+                    _ => super::canvas::ropd::OP_INVERS,
+                };
+                surface.fill(&region, 0, Rop::from_descriptor(op, RopSource::Brush));
+                self.stats.draws += 1;
+                Ok(self.drawn_on(base.surface_id))
+            }
+            DisplayMessage::CopyBits { base, src_pos } => {
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
+                let region = surface.region(&base.bbox, &base.clip);
+                let dx = i64::from(src_pos.x) - i64::from(base.bbox.left);
+                let dy = i64::from(src_pos.y) - i64::from(base.bbox.top);
+                surface.copy_bits(&region, dx, dy);
+                self.stats.draws += 1;
+                Ok(self.drawn_on(base.surface_id))
+            }
+            DisplayMessage::InvalList(ids) => {
+                for id in ids {
+                    self.caches.remove(id);
+                }
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::InvalAllPixmaps => {
+                self.caches.clear_images();
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::InvalPalette(id) => {
+                self.caches.remove_palette(id);
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::InvalAllPalettes => {
+                self.caches.clear_palettes();
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::Mark => {
+                self.stats.marks += 1;
+                Ok(RenderEvent::Mark)
+            }
+            DisplayMessage::Reset => Ok(RenderEvent::None),
+            DisplayMessage::Other(t) => {
+                // Messages with no pixels to draw (mode, monitors config, stream
+                // reports...) are fine; drawing ones not rendered yet are counted.
+                if matches!(t, msg::DRAW_ROP3..=msg::DRAW_ALPHA_BLEND | msg::DRAW_COMPOSITE | msg::STREAM_CREATE..=msg::STREAM_DESTROY_ALL | msg::STREAM_DATA_SIZED | msg::GL_SCANOUT_UNIX | msg::GL_DRAW)
+                {
+                    let name = crate::protocol::message_name(
+                        crate::protocol::ChannelType::DISPLAY,
+                        crate::protocol::Direction::ServerToClient,
+                        t,
+                    );
+                    self.unsupported(name.into_owned());
+                }
+                Ok(RenderEvent::None)
+            }
+        }
+    }
+
+    fn drawn_on(&self, surface_id: u32) -> RenderEvent {
+        if Some(surface_id) == self.primary { RenderEvent::Drawn } else { RenderEvent::None }
+    }
+}
