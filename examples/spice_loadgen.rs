@@ -27,7 +27,8 @@
 //!    `--msg-size` bytes in total (header included, default 65536). The
 //!    message count is `ceil(--bytes / --msg-size)`, so the stream length is
 //!    `--bytes` rounded up to whole messages. The server writes them with
-//!    ~1 MiB `write`s of a buffer built once.
+//!    ~1 MiB `write`s of a buffer built once, as fast as the peer reads
+//!    unless `--rate R` (see below).
 //! 6. The client reads with a 1 MiB buffer, checks every mini header, and once
 //!    it has the whole stream it samples CPU, prints a JSON line and closes;
 //!    the server waits for that close before accepting the next connection
@@ -37,7 +38,7 @@
 //!
 //! ```text
 //! spice_loadgen server [--listen 127.0.0.1:0] [--ready-file F] [--connections K]
-//!                      [--bytes N] [--msg-size M]
+//!                      [--bytes N] [--msg-size M] [--rate R]
 //! spice_loadgen client --connect ADDR [--bytes N] [--msg-size M]
 //!                      [--relay-pid PID]... [--server-pid PID] [--clk-tck HZ]
 //!                      [--settle SECS]
@@ -47,6 +48,14 @@
 //! * `server` serves connections one at a time, forever unless
 //!   `--connections K` (K > 0). The bound `host:port` is printed on stdout and,
 //!   with `--ready-file`, written (atomically, via rename) to that file.
+//!   `--rate R` paces the message stream to an average of R bytes per second
+//!   (0, the default, means unpaced): before each ~1 MiB write the server
+//!   sleeps until `start + bytes_sent / R`, `start` being the end of the link
+//!   stage. A server that falls behind (the relay reads slower than R) writes
+//!   back to back until it is on schedule again, so the average is R whenever
+//!   the relay can sustain it. The first write goes out at once and the last
+//!   one at `(stream - chunk) / R`, so a client timing the whole stream sees R
+//!   plus one chunk's worth (0.1% for 1 GiB).
 //! * `client` prints one JSON object: `bytes` (message stream bytes, link
 //!   stage excluded), `seconds` (from link completion to the last byte),
 //!   `gbps` (1e9 bytes/s), and CPU seconds (`utime + stime` from
@@ -59,13 +68,14 @@
 //!   requested.
 //! * `free-port` prints a currently free loopback TCP port.
 //!
-//! Sizes accept a binary suffix: `K`, `M`, `G` (e.g. `--bytes 2G`).
+//! Sizes and rates accept a binary suffix: `K`, `M`, `G` (e.g. `--bytes 2G`,
+//! `--rate 200M` = 200 × 2^20 bytes/s).
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const SPICE_MAGIC: u32 = 0x5144_4552; // "REDQ"
 const SPICE_VERSION_MAJOR: u32 = 2;
@@ -102,6 +112,8 @@ struct Opts {
     server_pid: Option<u32>,
     clk_tck: f64,
     settle: f64,
+    /// Server pacing, bytes per second; 0 = unpaced.
+    rate: u64,
 }
 
 fn main() -> ExitCode {
@@ -144,6 +156,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         server_pid: None,
         clk_tck: 100.0,
         settle: 0.0,
+        rate: 0,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -159,6 +172,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--server-pid" => o.server_pid = Some(value()?.parse()?),
             "--clk-tck" => o.clk_tck = value()?.parse()?,
             "--settle" => o.settle = value()?.parse()?,
+            "--rate" => o.rate = parse_size(value()?)?,
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
@@ -263,12 +277,23 @@ fn serve(mut s: TcpStream, o: &Opts, buf: &[u8]) -> Result<()> {
     }
     s.write_all(&0u32.to_le_bytes())?; // link result = SPICE_LINK_ERR_OK
 
-    // Message stream, whole messages per write.
+    // Message stream, whole messages per write, paced with --rate.
     let per_buf = (buf.len() / o.msg_size) as u64;
     let (mut left, _) = plan(o);
+    let start = Instant::now();
+    let mut sent = 0u64;
     while left > 0 {
+        if o.rate > 0 {
+            let due = start + Duration::from_secs_f64(sent as f64 / o.rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
         let n = left.min(per_buf);
-        s.write_all(&buf[..n as usize * o.msg_size])?;
+        let len = n as usize * o.msg_size;
+        s.write_all(&buf[..len])?;
+        sent += len as u64;
         left -= n;
     }
 
@@ -322,7 +347,7 @@ fn client(o: &Opts) -> Result<()> {
         got += n as u64;
     }
     let seconds = start.elapsed().as_secs_f64();
-    std::thread::sleep(std::time::Duration::from_secs_f64(o.settle));
+    std::thread::sleep(Duration::from_secs_f64(o.settle));
     let cpu1 = [cpu_ticks(&o.relay_pids), cpu_ticks(&server_pids), cpu_ticks(&[self_pid])];
     let _ = s.shutdown(Shutdown::Both);
 
