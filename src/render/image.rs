@@ -239,6 +239,21 @@ pub fn decode(body: &[u8], offset: u32, src: &mut dyn ImageSources) -> Result<Pi
             (Pixels { width: q.width, height: q.height, data: Arc::new(q.pixels) }, false)
         }
         image_type::GLZ_RGB => (src.glz(binary(&mut r)?)?, false),
+        image_type::ZLIB_GLZ_RGB => {
+            let glz_size = r.u32()?;
+            let data = binary(&mut r)?;
+            let glz = inflate(data, glz_size)?;
+            (src.glz(&glz)?, false)
+        }
+        image_type::LZ_RGB => (lz_pixels(super::lz::decode_lz(binary(&mut r)?), None)?, false),
+        image_type::LZ_PLT => {
+            let flags = r.u8()?;
+            let size = r.u32()?;
+            let palette = palette_ref(body, &mut r, flags, src)?;
+            let data = r.take(usize::try_from(size).map_err(|_| ImageError::BadOffset(size))?)?;
+            (lz_pixels(super::lz::decode_lz(data), palette.as_deref().map(Vec::as_slice))?, false)
+        }
+        image_type::LZ4 => (lz4(binary(&mut r)?, width, height)?, false),
         other => return Err(ImageError::Unsupported(format!("image type {other}"))),
     };
     if pixels.width != width || pixels.height != height {
@@ -257,6 +272,119 @@ pub fn decode(body: &[u8], offset: u32, src: &mut dyn ImageSources) -> Result<Pi
         src.caches().put(id, pixels.clone(), lossy)?;
     }
     Ok(pixels)
+}
+
+/// LZ output as canvas pixels: RGB types as decoded, palette indices through
+/// `palette`, alpha-only types in the top byte.
+fn lz_pixels(
+    decoded: Result<super::lz::LzImage, super::lz::LzError>,
+    palette: Option<&[u32]>,
+) -> Result<Pixels, ImageError> {
+    let img = decoded.map_err(|e| ImageError::Codec { codec: "LZ", error: e.to_string() })?;
+    let data = match &img.pixels {
+        super::lz::LzPixels::Argb(v) => v.clone(),
+        super::lz::LzPixels::PaletteIndices(_) => {
+            let p = palette.ok_or_else(|| ImageError::Unsupported("LZ_PLT without palette".into()))?;
+            img.to_argb(p)
+        }
+        super::lz::LzPixels::Alpha(a) => a.iter().map(|&v| u32::from(v) << 24).collect(),
+    };
+    Ok(Pixels { width: img.width, height: img.height, data: Arc::new(data) })
+}
+
+/// Most bytes a zlib stream may inflate to (a GLZ image of the largest
+/// surface, with headroom).
+const MAX_INFLATED: u32 = 320 * 1024 * 1024;
+
+/// Inflates a `ZLIB_GLZ_RGB` payload to exactly `size` bytes.
+fn inflate(data: &[u8], size: u32) -> Result<Vec<u8>, ImageError> {
+    use std::io::Read;
+    if size > MAX_INFLATED {
+        return Err(ImageError::Codec { codec: "zlib", error: format!("{size} bytes announced") });
+    }
+    let mut out = Vec::with_capacity(size as usize);
+    let mut z = flate2::read::ZlibDecoder::new(data).take(u64::from(size) + 1);
+    z.read_to_end(&mut out).map_err(|e| ImageError::Codec { codec: "zlib", error: e.to_string() })?;
+    if out.len() != size as usize {
+        return Err(ImageError::Codec { codec: "zlib", error: format!("inflated to {} bytes, not {size}", out.len()) });
+    }
+    Ok(out)
+}
+
+/// `SPICE_IMAGE_TYPE_LZ4`: top_down u8, format u8 (`SPICE_BITMAP_FMT_16BIT`,
+/// `24BIT`, `32BIT`, `RGBA`), then blocks of (u32 big-endian length, LZ4
+/// block) decoded as one stream: a block may refer back into the output of
+/// earlier blocks (spice-common `canvas_base.c` `canvas_get_lz4`).
+fn lz4(data: &[u8], width: u32, height: u32) -> Result<Pixels, ImageError> {
+    let bad = |e: String| ImageError::Codec { codec: "LZ4", error: e };
+    let n = checked_pixels(width, height)?;
+    let mut r = Reader::new(data);
+    let top_down = r.u8()? != 0;
+    let format = r.u8()?;
+    let bpp = match format {
+        6 => 2,
+        7 => 3,
+        8 | 9 => 4,
+        f => return Err(ImageError::Unsupported(format!("LZ4 bitmap format {f}"))),
+    };
+    let stride = width as usize * bpp;
+    let mut out = vec![0u8; n * bpp];
+    let mut filled = 0;
+    while r.remaining() > 0 && filled < out.len() {
+        let len = u32::from_be_bytes(r.take(4)?.try_into().map_err(|_| bad("short block length".into()))?);
+        let block = r.take(usize::try_from(len).map_err(|_| bad("block length".into()))?)?;
+        let (prev, rest) = out.split_at_mut(filled);
+        let dict = &prev[prev.len().saturating_sub(64 * 1024)..];
+        let got = lz4_flex::block::decompress_into_with_dict(block, rest, dict).map_err(|e| bad(e.to_string()))?;
+        if got == 0 {
+            return Err(bad("empty block".into()));
+        }
+        filled += got;
+    }
+    if filled != out.len() {
+        return Err(bad(format!("{filled} of {} bytes", out.len())));
+    }
+    let mut px = Vec::with_capacity(n);
+    for row in 0..height as usize {
+        let src_row = if top_down { row } else { height as usize - 1 - row };
+        let line = &out[src_row * stride..][..stride];
+        for c in line.chunks_exact(bpp) {
+            px.push(match bpp {
+                2 => {
+                    let v = u16::from_le_bytes([c[0], c[1]]);
+                    let widen = |v: u16| u32::from((v << 3) | (v >> 2));
+                    widen((v >> 10) & 0x1f) << 16 | widen((v >> 5) & 0x1f) << 8 | widen(v & 0x1f)
+                }
+                3 => u32::from(c[2]) << 16 | u32::from(c[1]) << 8 | u32::from(c[0]),
+                _ => u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            });
+        }
+    }
+    Ok(Pixels { width, height, data: Arc::new(px) })
+}
+
+/// A palette given by id (`PAL_FROM_CACHE`) or by pointer (possibly 0),
+/// cached when `PAL_CACHE_ME` is set.
+fn palette_ref(
+    body: &[u8],
+    r: &mut Reader<'_>,
+    flags: u8,
+    src: &mut dyn ImageSources,
+) -> Result<Option<Arc<Vec<u32>>>, ImageError> {
+    if flags & PAL_FROM_CACHE != 0 {
+        let id = r.u64()?;
+        return Ok(Some(src.caches().palettes.get(&id).cloned().ok_or(ImageError::MissingPalette(id))?));
+    }
+    let ptr = r.u32()?;
+    if ptr == 0 {
+        return Ok(None);
+    }
+    let (unique, ents) = palette_at(body, ptr)?;
+    let ents = Arc::new(ents);
+    if flags & PAL_CACHE_ME != 0 {
+        src.caches().palettes.insert(unique, ents.clone());
+    }
+    Ok(Some(ents))
 }
 
 /// `data_size u32` + data.
@@ -291,22 +419,7 @@ fn bitmap(
     let x = r.u32()?;
     let y = r.u32()?;
     let stride = r.u32()?;
-    let palette: Option<Arc<Vec<u32>>> = if flags & PAL_FROM_CACHE != 0 {
-        let id = r.u64()?;
-        Some(src.caches().palettes.get(&id).cloned().ok_or(ImageError::MissingPalette(id))?)
-    } else {
-        let ptr = r.u32()?;
-        if ptr == 0 {
-            None
-        } else {
-            let (unique, ents) = palette_at(body, ptr)?;
-            let ents = Arc::new(ents);
-            if flags & PAL_CACHE_ME != 0 {
-                src.caches().palettes.insert(unique, ents.clone());
-            }
-            Some(ents)
-        }
-    };
+    let palette = palette_ref(body, r, flags, src)?;
     let n = checked_pixels(x, y)?;
     if (x, y) != (width, height) {
         return Err(ImageError::BadSize { width: x, height: y });

@@ -6,10 +6,13 @@
 //! model that will drive them come with the renderer itself.
 //!
 //! - [`quic`]: QUIC (spice-common `quic.c`), GRAY / RGB16 / RGB24 / RGB32 / RGBA.
+//! - [`lz`]: LZ and GLZ (spice-common `lz.c`, spice-gtk `decode-glz.c`) with the
+//!   session-wide GLZ dictionary.
 
 pub mod canvas;
 pub mod display;
 pub mod image;
+pub mod lz;
 pub mod offline;
 pub mod quic;
 pub mod renderer;

@@ -75,6 +75,7 @@ pub fn render_pcap(
             break;
         }
         if m.dir != Direction::ServerToClient {
+            renderer.client_message(m.header.msg_type, &m.body);
             continue;
         }
         if m.header.sub_list != 0 {

@@ -9,7 +9,16 @@ use serde::Serialize;
 use super::canvas::{Rop, RopSource, Surface};
 use super::display::{self, Brush, DisplayMessage, msg};
 use super::image::{self, ImageCaches, ImageError, ImageSources, Pixels, checked_pixels};
+use super::lz::{GlzDictionary, LzPixels};
 use crate::wire::Reader;
+
+/// GLZ window in pixels until the client's `SPICE_MSGC_DISPLAY_INIT` says
+/// otherwise: spice-gtk's smallest default window, 12 MiB of 32-bit pixels
+/// (spice-gtk `spice-session.c` `MIN_GLZ_WINDOW_SIZE_DEFAULT`, sent as
+/// bytes / 4 by `channel-display.c`).
+const DEFAULT_GLZ_WINDOW: u32 = 12 * 1024 * 1024 / 4;
+/// `SPICE_MSGC_DISPLAY_INIT`.
+const MSGC_DISPLAY_INIT: u16 = 101;
 
 /// `SPICE_SURFACE_FLAGS_PRIMARY`.
 const SURFACE_PRIMARY: u32 = 1;
@@ -53,6 +62,7 @@ pub struct DisplayRenderer {
     surfaces: HashMap<u32, Surface>,
     primary: Option<u32>,
     caches: ImageCaches,
+    glz: Option<GlzDictionary>,
     /// What happened so far.
     pub stats: RenderStats,
 }
@@ -60,6 +70,7 @@ pub struct DisplayRenderer {
 struct Sources<'a> {
     caches: &'a mut ImageCaches,
     surfaces: &'a HashMap<u32, Surface>,
+    glz: &'a mut Option<GlzDictionary>,
 }
 
 impl ImageSources for Sources<'_> {
@@ -71,8 +82,14 @@ impl ImageSources for Sources<'_> {
         self.surfaces.get(&id).map(Surface::pixels)
     }
 
-    fn glz(&mut self, _data: &[u8]) -> Result<Pixels, ImageError> {
-        Err(ImageError::Unsupported("GLZ_RGB".into()))
+    fn glz(&mut self, data: &[u8]) -> Result<Pixels, ImageError> {
+        let dict = self.glz.get_or_insert_with(|| GlzDictionary::new(DEFAULT_GLZ_WINDOW));
+        let img = dict.decode(data).map_err(|e| ImageError::Codec { codec: "GLZ", error: e.to_string() })?;
+        let data = match img.pixels {
+            LzPixels::Argb(v) => v,
+            _ => return Err(ImageError::Unsupported("GLZ of a non-RGB type".into())),
+        };
+        Ok(Pixels { width: img.width, height: img.height, data: std::sync::Arc::new(data) })
     }
 }
 
@@ -96,6 +113,25 @@ impl DisplayRenderer {
         if self.stats.error_samples.len() < 20 {
             tracing::debug!(error = %what, "render error");
             self.stats.error_samples.push(what);
+        }
+    }
+
+    /// Takes note of a client message: `SPICE_MSGC_DISPLAY_INIT`
+    /// (pixmap_cache_id u8, pixmap_cache_size i64, glz_dictionary_id u8,
+    /// glz_dictionary_window_size i32) sets the GLZ window.
+    pub fn client_message(&mut self, msg_type: u16, body: &[u8]) {
+        if msg_type != MSGC_DISPLAY_INIT {
+            return;
+        }
+        let mut r = Reader::new(body);
+        let window = (|| -> Option<u32> {
+            r.u8().ok()?;
+            r.u64().ok()?;
+            r.u8().ok()?;
+            u32::try_from(r.i32().ok()?).ok()
+        })();
+        if let Some(w) = window.filter(|&w| w > 0) {
+            self.glz = Some(GlzDictionary::new(w));
         }
     }
 
@@ -200,7 +236,7 @@ impl DisplayRenderer {
                 if copy.mask.bitmap != 0 {
                     self.unsupported("mask".into());
                 }
-                let mut src = Sources { caches: &mut self.caches, surfaces: &self.surfaces };
+                let mut src = Sources { caches: &mut self.caches, surfaces: &self.surfaces, glz: &mut self.glz };
                 // Decoded even when clipped out: it may feed the cache or GLZ.
                 let pixels = image::decode(body, copy.src_bitmap, &mut src)?;
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
@@ -225,7 +261,8 @@ impl DisplayRenderer {
                 let rop = Rop::from_descriptor(rop_descriptor, RopSource::Brush);
                 let pattern = match brush {
                     Brush::Pattern { image, pos } => {
-                        let mut src = Sources { caches: &mut self.caches, surfaces: &self.surfaces };
+                        let mut src =
+                            Sources { caches: &mut self.caches, surfaces: &self.surfaces, glz: &mut self.glz };
                         Some((image::decode(body, image, &mut src)?, pos))
                     }
                     _ => None,
