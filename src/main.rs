@@ -51,8 +51,12 @@ struct RenderArgs {
     #[arg(long, value_name = "FILE")]
     png: Option<PathBuf>,
     /// Render up to this many seconds after the first message (default: the end).
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", conflicts_with = "mark")]
     at: Option<f64>,
+    /// Render up to the N-th SPICE_MSG_DISPLAY_MARK (1: the first complete
+    /// frame, what spicy-screenshot saves).
+    #[arg(long, value_name = "N")]
+    mark: Option<u64>,
     /// Channel type of a pcap without a link stage (as ryll writes them).
     #[arg(long, value_name = "TYPE")]
     channel_type: Option<String>,
@@ -309,7 +313,12 @@ fn render(args: RenderArgs) -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let pcap = offline::display_pcap(&args.session, args.display)?;
     let channel_type = args.channel_type.as_deref().map(parse_channel).transpose()?;
-    let until = args.at.map(std::time::Duration::from_secs_f64);
+    let until = match (args.at, args.mark) {
+        (Some(s), _) if s.is_finite() && s >= 0.0 => offline::Until::Time(std::time::Duration::from_secs_f64(s)),
+        (Some(s), _) => bail!("--at {s}: not a number of seconds"),
+        (None, Some(n)) => offline::Until::Mark(n),
+        (None, None) => offline::Until::End,
+    };
     let (surface, stats) = offline::render_pcap(&pcap, channel_type, until)?;
     let png = args.png.unwrap_or_else(|| {
         let dir = if args.session.is_dir() { args.session.clone() } else { PathBuf::from(".") };
@@ -326,6 +335,10 @@ fn render(args: RenderArgs) -> Result<()> {
         stats.draws,
         stats.marks
     );
+    let images: Vec<String> = stats.images.iter().map(|(t, n)| format!("{t} x{n}")).collect();
+    if !images.is_empty() {
+        eprintln!("images: {}", images.join(", "));
+    }
     for (what, n) in &stats.unsupported {
         eprintln!("warning: not rendered: {what} x{n}");
     }

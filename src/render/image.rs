@@ -202,6 +202,32 @@ pub trait ImageSources {
     fn glz(&mut self, data: &[u8]) -> Result<Pixels, ImageError>;
 }
 
+/// The spice-protocol name of an image type (`QUIC`, `LZ_RGB`, ...).
+pub fn type_name(ty: u8) -> std::borrow::Cow<'static, str> {
+    let name = match ty {
+        image_type::BITMAP => "BITMAP",
+        image_type::QUIC => "QUIC",
+        image_type::LZ_PLT => "LZ_PLT",
+        image_type::LZ_RGB => "LZ_RGB",
+        image_type::GLZ_RGB => "GLZ_RGB",
+        image_type::FROM_CACHE => "FROM_CACHE",
+        image_type::SURFACE => "SURFACE",
+        image_type::JPEG => "JPEG",
+        image_type::FROM_CACHE_LOSSLESS => "FROM_CACHE_LOSSLESS",
+        image_type::ZLIB_GLZ_RGB => "ZLIB_GLZ_RGB",
+        image_type::JPEG_ALPHA => "JPEG_ALPHA",
+        image_type::LZ4 => "LZ4",
+        other => return std::borrow::Cow::Owned(format!("IMAGE_TYPE_{other}")),
+    };
+    std::borrow::Cow::Borrowed(name)
+}
+
+/// The descriptor type of the `SpiceImage` at `offset`, if readable.
+pub fn descriptor_type(body: &[u8], offset: u32) -> Option<u8> {
+    let at = usize::try_from(offset).ok()?.checked_add(8)?;
+    body.get(at).copied().filter(|_| offset != 0)
+}
+
 /// Decodes the `SpiceImage` at `offset` of a message `body`.
 ///
 /// # Errors

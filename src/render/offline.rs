@@ -54,8 +54,21 @@ pub fn display_pcap(path: &Path, display: u8) -> Result<PathBuf, OfflineError> {
     Err(OfflineError::NoPcap { dir: path.to_path_buf(), display })
 }
 
-/// Renders a display pcap up to `until` after its first message (or to the
-/// end); returns the primary surface and the renderer's statistics.
+/// Where to stop rendering a recording.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Until {
+    /// The end of the recording.
+    #[default]
+    End,
+    /// This long after the first message.
+    Time(Duration),
+    /// Right after the n-th `SPICE_MSG_DISPLAY_MARK` (1 = the first frame,
+    /// which is what spicy-screenshot saves).
+    Mark(u64),
+}
+
+/// Renders a display pcap up to `until`; returns the primary surface and
+/// the renderer's statistics.
 ///
 /// # Errors
 /// [`OfflineError`] when the pcap cannot be replayed or no primary surface
@@ -63,13 +76,13 @@ pub fn display_pcap(path: &Path, display: u8) -> Result<PathBuf, OfflineError> {
 pub fn render_pcap(
     pcap: &Path,
     channel_type: Option<ChannelType>,
-    until: Option<Duration>,
+    until: Until,
 ) -> Result<(Surface, RenderStats), OfflineError> {
     let replay = replay::read(pcap, channel_type)?;
     let mut renderer = DisplayRenderer::new();
     let start = replay.messages.first().map(|m| m.at);
     for m in &replay.messages {
-        if let (Some(limit), Some(start)) = (until, start)
+        if let (Until::Time(limit), Some(start)) = (until, start)
             && m.at.saturating_sub(start) > limit
         {
             break;
@@ -82,6 +95,11 @@ pub fn render_pcap(
             sub_list(&mut renderer, &m.body, m.header.sub_list);
         }
         renderer.server_message(m.header.msg_type, &m.body);
+        if let Until::Mark(n) = until
+            && renderer.stats.marks >= n
+        {
+            break;
+        }
     }
     let surface = renderer.primary().cloned().ok_or(OfflineError::NoSurface)?;
     Ok((surface, renderer.stats))

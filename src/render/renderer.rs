@@ -38,6 +38,8 @@ pub struct RenderStats {
     pub marks: u64,
     /// Messages or features not rendered, by name, with counts.
     pub unsupported: BTreeMap<String, u64>,
+    /// Images met, by `SPICE_IMAGE_TYPE_*` name.
+    pub images: BTreeMap<String, u64>,
     /// Messages whose decoding failed.
     pub errors: u64,
     /// The first errors, for diagnosis (at most 20).
@@ -235,6 +237,9 @@ impl DisplayRenderer {
                 }
                 if copy.mask.bitmap != 0 {
                     self.unsupported("mask".into());
+                }
+                if let Some(t) = image::descriptor_type(body, copy.src_bitmap) {
+                    *self.stats.images.entry(image::type_name(t).into_owned()).or_insert(0) += 1;
                 }
                 let mut src = Sources { caches: &mut self.caches, surfaces: &self.surfaces, glz: &mut self.glz };
                 // Decoded even when clipped out: it may feed the cache or GLZ.

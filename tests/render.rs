@@ -1,0 +1,145 @@
+//! `spicetap render` against spice-gtk: QEMU serves the static SeaBIOS
+//! screen under each image compression, spicy-screenshot connects through
+//! spicetap and saves spice-gtk's rendering, and the PNG spicetap renders
+//! from the recorded pcap must be equal in RGB, pixel for pixel.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+/// RGB bytes of a PNG.
+fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// Renders `session` up to its first MARK (the frame spicy-screenshot
+/// saves: the SeaBIOS text cursor blinks, so later frames differ), checking
+/// that spicetap met image type `image`.
+fn render_first_frame_with(session: &Path, image: Option<&str>) -> (u32, u32, Vec<u8>) {
+    let png = session.join("rendered.png");
+    let out = run_bounded(
+        Command::new(SPICETAP).arg("render").arg(session).args(["--mark", "1", "--png"]).arg(&png),
+        Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "spicetap render: {stderr}");
+    if let Some(t) = image {
+        assert!(stderr.contains(&format!("{t} x")), "no {t} image in the recording: {stderr}");
+    }
+    read_png(&png)
+}
+
+/// Pixels whose RGB differs between a rendering and a PPM.
+fn differing(rendered: &(u32, u32, Vec<u8>), shot: &Path) -> usize {
+    let (pw, ph, expected) = read_ppm(shot);
+    assert_eq!((rendered.0 as usize, rendered.1 as usize), (pw, ph));
+    rendered.2.chunks(3).zip(expected.chunks(3)).filter(|(a, b)| a != b).count()
+}
+
+fn bios_case(name: &str, spice_opts: &str) {
+    bios_case_with(name, spice_opts, None)
+}
+
+fn bios_case_with(name: &str, spice_opts: &str, image: Option<&str>) {
+    let dir = Scratch::new(&format!("render-{name}"));
+    let qemu = Qemu::bios(&dir.path, spice_opts);
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
+    same_screen(|out| spicy_screenshot(qemu.port, out), |out| spicy_screenshot(tap.port(), out), &dir.path);
+    tap.stop();
+    let session = tap.sessions().pop().expect("a session");
+    let rendered = render_first_frame_with(&session, image);
+    let n = differing(&rendered, &dir.path.join("via.ppm"));
+    assert_eq!(n, 0, "{n} pixels differ from spice-gtk's rendering");
+}
+
+#[test]
+fn bios_image_compression_off() {
+    bios_case_with("off", "image-compression=off", Some("BITMAP"));
+}
+
+#[test]
+fn bios_auto_glz() {
+    bios_case_with("auto_glz", "image-compression=auto_glz", Some("LZ_RGB"));
+}
+
+#[test]
+fn bios_auto_lz() {
+    bios_case_with("auto_lz", "image-compression=auto_lz", Some("LZ_RGB"));
+}
+
+#[test]
+fn bios_quic() {
+    bios_case_with("quic", "image-compression=quic", Some("QUIC"));
+}
+
+#[test]
+fn bios_glz() {
+    bios_case_with("glz", "image-compression=glz", Some("LZ_RGB"));
+}
+
+#[test]
+fn bios_lz() {
+    bios_case_with("lz", "image-compression=lz", Some("LZ_RGB"));
+}
+
+#[test]
+fn bios_glz_with_zlib_always() {
+    bios_case("zlib", "image-compression=glz,zlib-glz-wan-compression=always");
+}
+
+/// LZ4 goes out only to a client that prefers it: remote-viewer through
+/// spicetap records the session, and since the BIOS screen is static, a
+/// spicy-screenshot of the same VM is the reference.
+#[test]
+fn bios_lz4_via_remote_viewer() {
+    let dir = Scratch::new("render-lz4");
+    let qemu = Qemu::bios(&dir.path, "");
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
+    // Wait for the final BIOS screen.
+    same_screen(|out| spicy_screenshot(qemu.port, out), |out| spicy_screenshot(qemu.port, out), &dir.path);
+    let x = Xvfb::start();
+    let mut viewer = Guard::spawn(
+        "remote-viewer",
+        Command::new("remote-viewer")
+            .arg(format!("spice://127.0.0.1:{}", tap.port()))
+            .arg("--spice-preferred-compression=lz4")
+            .env("DISPLAY", &x.display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_until("remote-viewer's display channel", Duration::from_secs(60), || {
+        tap.log_text().lines().any(|l| l.contains("channel=display") && l.contains("channel linked"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    viewer.terminate(Duration::from_secs(10));
+    tap.stop();
+    let session = tap.sessions().pop().expect("a session");
+    let s = session_json(&session);
+    let display = channels(&s).into_iter().find(|c| c["type"] == "display").unwrap();
+    let prefs = &display["client_to_server"]["histogram"]["SPICE_MSGC_DISPLAY_PREFERRED_COMPRESSION"];
+    assert!(prefs.as_u64().unwrap_or(0) >= 1, "remote-viewer asked for LZ4: {display}");
+    // The text cursor blinks: the reference is whichever phase matches, the
+    // other phase differs in the cursor's pixels only.
+    let rendered = render_first_frame_with(&session, Some("LZ4"));
+    let reference = dir.path.join("reference.ppm");
+    let mut best = usize::MAX;
+    for _ in 0..20 {
+        spicy_screenshot(qemu.port, &reference);
+        best = best.min(differing(&rendered, &reference));
+        if best == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(best, 0, "{best} pixels differ from spice-gtk's rendering");
+}
