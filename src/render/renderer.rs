@@ -338,7 +338,7 @@ impl DisplayRenderer {
             DisplayMessage::Other(t) => {
                 // Messages with no pixels to draw (mode, monitors config, stream
                 // reports...) are fine; drawing ones not rendered yet are counted.
-                if matches!(t, msg::DRAW_ROP3..=msg::DRAW_ALPHA_BLEND | msg::DRAW_COMPOSITE | msg::STREAM_CREATE..=msg::STREAM_DESTROY_ALL | msg::STREAM_DATA_SIZED | msg::GL_SCANOUT_UNIX | msg::GL_DRAW)
+                if matches!(t, msg::DRAW_ROP3..=msg::DRAW_ALPHA_BLEND | msg::DRAW_COMPOSITE | msg::STREAM_CREATE..=msg::STREAM_CLIP | msg::STREAM_DATA_SIZED | msg::GL_SCANOUT_UNIX | msg::GL_DRAW)
                 {
                     let name = crate::protocol::message_name(
                         crate::protocol::ChannelType::DISPLAY,

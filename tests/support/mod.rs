@@ -121,6 +121,14 @@ impl Qemu {
     /// first use), with the webdav port and usbredir channels. Waits until
     /// the guest has drawn its screen.
     pub fn linux(dir: &Path, spice_opts: &str, append: &str) -> Self {
+        let q = Self::linux_booting(dir, spice_opts, append);
+        q.wait_serial("SPICETAP-GUEST-READY", Duration::from_secs(180));
+        q
+    }
+
+    /// The Linux guest, returned as soon as QEMU's SPICE port accepts (the
+    /// guest is still booting), so a client can watch it draw.
+    pub fn linux_booting(dir: &Path, spice_opts: &str, append: &str) -> Self {
         let guest = build_guest();
         let kernel = guest.join("vmlinuz");
         let initrd = guest.join("initrd.img");
@@ -148,9 +156,7 @@ impl Qemu {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let q = Self::start(dir, spice_opts, &args);
-        q.wait_serial("SPICETAP-GUEST-READY", Duration::from_secs(180));
-        q
+        Self::start(dir, spice_opts, &args)
     }
 
     /// SeaBIOS with a TLS port too: a CA and a server certificate for
@@ -388,6 +394,23 @@ pub fn spicy_screenshot_password(port: u16, password: Option<&str>, out: &Path) 
         eprintln!("spicy-screenshot: {}", String::from_utf8_lossy(&status.stderr));
     }
     status.status.success() && out.exists()
+}
+
+/// spice-gtk's own rendering at the end of a session: `scripts/spice-gtk-shot`
+/// stays connected to `port` until `until_file` contains `until_text` and
+/// the display has been quiet for 2 s, then saves its primary surface.
+pub fn spice_gtk_shot(port: u16, out: &Path, until_file: &Path, until_text: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/spice-gtk-shot");
+    let result = run_bounded(
+        Command::new(script)
+            .args(["127.0.0.1", &port.to_string()])
+            .arg(out)
+            .arg("--until-file")
+            .arg(until_file)
+            .args(["--until-text", until_text, "--timeout", "240"]),
+        Duration::from_secs(300),
+    );
+    assert!(result.status.success(), "spice-gtk-shot failed: {}", String::from_utf8_lossy(&result.stderr));
 }
 
 /// Runs a command with a time limit, capturing its output.
