@@ -185,3 +185,30 @@ fn linux_guest_auto_glz() {
 fn linux_guest_quic() {
     linux_case("quic", "image-compression=quic", "QUIC");
 }
+
+/// JPEG (`jpeg-wan-compression=always`): decoders differ in IDCT rounding,
+/// so the rendering must be within a mean absolute error of 1 per channel
+/// and no channel off by more than 8.
+#[test]
+fn linux_guest_jpeg() {
+    let dir = Scratch::new("render-linux-jpeg");
+    let qemu = Qemu::linux_booting(&dir.path, "image-compression=quic,jpeg-wan-compression=always", "");
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
+    let shot = dir.path.join("spice-gtk.ppm");
+    spice_gtk_shot(tap.port(), &shot, &qemu.serial, "SPICETAP-GUEST-READY");
+    tap.stop();
+    let session = tap.sessions().pop().expect("a session");
+    let (rendered, stderr) = render_end(&session);
+    assert!(stderr.contains("JPEG x"), "the server sent JPEG images: {stderr}");
+    let (_, _, expected) = read_ppm(&shot);
+    let (mut sum, mut max) = (0u64, 0u8);
+    for (a, b) in rendered.2.iter().zip(&expected) {
+        let d = a.abs_diff(*b);
+        sum += u64::from(d);
+        max = max.max(d);
+    }
+    let mae = sum as f64 / expected.len() as f64;
+    eprintln!("JPEG: mean absolute error {mae:.4}, max {max}; {stderr}");
+    assert!(mae <= 1.0, "mean absolute error {mae}");
+    assert!(max <= 8, "max error {max}");
+}

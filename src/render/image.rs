@@ -280,6 +280,27 @@ pub fn decode(body: &[u8], offset: u32, src: &mut dyn ImageSources) -> Result<Pi
             (lz_pixels(super::lz::decode_lz(data), palette.as_deref().map(Vec::as_slice))?, false)
         }
         image_type::LZ4 => (lz4(binary(&mut r)?, width, height)?, false),
+        image_type::JPEG => (jpeg(binary(&mut r)?, width, height)?, true),
+        image_type::JPEG_ALPHA => {
+            let _flags = r.u8()?;
+            let jpeg_size = r.u32()?;
+            let data = binary(&mut r)?;
+            let split =
+                usize::try_from(jpeg_size).ok().filter(|&n| n <= data.len()).ok_or(ImageError::BadOffset(jpeg_size))?;
+            let mut p = jpeg(&data[..split], width, height)?;
+            let alpha = super::lz::decode_lz(&data[split..])
+                .map_err(|e| ImageError::Codec { codec: "LZ alpha", error: e.to_string() })?;
+            let super::lz::LzPixels::Alpha(a) = alpha.pixels else {
+                return Err(ImageError::Codec { codec: "JPEG_ALPHA", error: "alpha stream is not XXXA".into() });
+            };
+            if a.len() != p.data.len() {
+                return Err(ImageError::Codec { codec: "JPEG_ALPHA", error: "alpha size differs".into() });
+            }
+            for (px, al) in Arc::make_mut(&mut p.data).iter_mut().zip(a) {
+                *px = (*px & 0x00ff_ffff) | u32::from(al) << 24;
+            }
+            (p, true)
+        }
         other => return Err(ImageError::Unsupported(format!("image type {other}"))),
     };
     if pixels.width != width || pixels.height != height {
@@ -316,6 +337,27 @@ fn lz_pixels(
         super::lz::LzPixels::Alpha(a) => a.iter().map(|&v| u32::from(v) << 24).collect(),
     };
     Ok(Pixels { width: img.width, height: img.height, data: Arc::new(data) })
+}
+
+/// Decodes a baseline or progressive JPEG to `0x00RRGGBB` pixels with
+/// zune-jpeg. spice-gtk uses libjpeg (ISLOW IDCT, fancy upsampling); the
+/// two decoders may differ by rounding, so JPEG images are lossy in the
+/// cache as in spice-gtk.
+fn jpeg(data: &[u8], width: u32, height: u32) -> Result<Pixels, ImageError> {
+    let bad = |e: String| ImageError::Codec { codec: "JPEG", error: e };
+    let n = checked_pixels(width, height)?;
+    let options = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB)
+        .set_max_width(width as usize)
+        .set_max_height(height as usize);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(data, options);
+    let rgb = dec.decode().map_err(|e| bad(format!("{e:?}")))?;
+    let info = dec.info().ok_or_else(|| bad("no header".into()))?;
+    if (u32::from(info.width), u32::from(info.height)) != (width, height) || rgb.len() != n * 3 {
+        return Err(bad(format!("{}x{} image for a {width}x{height} descriptor", info.width, info.height)));
+    }
+    let px = rgb.chunks_exact(3).map(|c| u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2])).collect();
+    Ok(Pixels { width, height, data: Arc::new(px) })
 }
 
 /// Most bytes a zlib stream may inflate to (a GLZ image of the largest
