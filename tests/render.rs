@@ -212,3 +212,42 @@ fn linux_guest_jpeg() {
     assert!(mae <= 1.0, "mean absolute error {mae}");
     assert!(max <= 8, "max error {max}");
 }
+
+/// Streams (`streaming-video=all`, the guest redrawing a noise band several
+/// times a second): spice-server turns the band into an MJPEG stream. The VM
+/// is paused after a few seconds of video; the last frame spicetap renders
+/// must be within 35 dB PSNR of spice-gtk's (which schedules frames on a
+/// timer and may drop late ones).
+#[test]
+fn linux_guest_stream_last_frame() {
+    let dir = Scratch::new("render-linux-stream");
+    let qemu = std::sync::Arc::new(Qemu::linux_booting(&dir.path, "streaming-video=all", "spicetap.mode=noise"));
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
+    let paused = dir.path.join("paused");
+    let pauser = {
+        let (qemu, paused) = (qemu.clone(), paused.clone());
+        std::thread::spawn(move || {
+            qemu.wait_serial("SPICETAP-GUEST-READY", Duration::from_secs(180));
+            std::thread::sleep(Duration::from_secs(6));
+            qemu.monitor_command("stop");
+            std::fs::write(&paused, "paused").unwrap();
+        })
+    };
+    let shot = dir.path.join("spice-gtk.ppm");
+    spice_gtk_shot(tap.port(), &shot, &paused, "paused");
+    pauser.join().unwrap();
+    tap.stop();
+    let session = tap.sessions().pop().expect("a session");
+    let (rendered, stderr) = render_end(&session);
+    let s = session_json(&session);
+    let display = channels(&s).into_iter().find(|c| c["type"] == "display").unwrap();
+    let frames = display["server_to_client"]["histogram"]["SPICE_MSG_DISPLAY_STREAM_DATA"].as_u64().unwrap_or(0)
+        + display["server_to_client"]["histogram"]["SPICE_MSG_DISPLAY_STREAM_DATA_SIZED"].as_u64().unwrap_or(0);
+    assert!(frames >= 5, "the server streamed video: {frames} frames; {stderr}");
+    let (_, _, expected) = read_ppm(&shot);
+    let mse = rendered.2.iter().zip(&expected).map(|(a, b)| f64::from(a.abs_diff(*b)).powi(2)).sum::<f64>()
+        / expected.len() as f64;
+    let psnr = if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() };
+    eprintln!("stream: {frames} frames, PSNR {psnr:.1} dB; {stderr}");
+    assert!(psnr >= 35.0, "PSNR {psnr:.1} dB");
+}

@@ -316,6 +316,53 @@ pub enum DisplayMessage {
     InvalPalette(u64),
     /// `SPICE_MSG_DISPLAY_INVAL_ALL_PALETTES`.
     InvalAllPalettes,
+    /// `SPICE_MSG_DISPLAY_STREAM_CREATE`.
+    StreamCreate {
+        /// Surface drawn on.
+        surface_id: u32,
+        /// Stream id.
+        id: u32,
+        /// `SPICE_STREAM_FLAGS_TOP_DOWN` (1) or bottom-up frames.
+        flags: u8,
+        /// `SPICE_VIDEO_CODEC_TYPE_*`: MJPEG 1, VP8 2, H264 3, VP9 4, H265 5.
+        codec: u8,
+        /// Frame size as encoded.
+        src_width: u32,
+        /// Frame size as encoded.
+        src_height: u32,
+        /// Where frames are drawn.
+        dest: Rect,
+        /// Clip of the stream.
+        clip: Clip,
+    },
+    /// `SPICE_MSG_DISPLAY_STREAM_DATA` / `_SIZED` (then with its own size
+    /// and destination).
+    StreamData {
+        /// Stream id.
+        id: u32,
+        /// Multimedia time of the frame, ms.
+        mm_time: u32,
+        /// Frame size and destination for `STREAM_DATA_SIZED`.
+        sized: Option<(u32, u32, Rect)>,
+        /// Offset of the frame data in the body.
+        data_at: usize,
+        /// Its length.
+        data_len: usize,
+    },
+    /// `SPICE_MSG_DISPLAY_STREAM_CLIP`.
+    StreamClip {
+        /// Stream id.
+        id: u32,
+        /// New clip.
+        clip: Clip,
+    },
+    /// `SPICE_MSG_DISPLAY_STREAM_DESTROY`.
+    StreamDestroy {
+        /// Stream id.
+        id: u32,
+    },
+    /// `SPICE_MSG_DISPLAY_STREAM_DESTROY_ALL`.
+    StreamDestroyAll,
     /// `SPICE_MSG_DISPLAY_MARK`: the surface is complete (a frame boundary).
     Mark,
     /// `SPICE_MSG_DISPLAY_RESET`.
@@ -380,6 +427,38 @@ pub fn parse(msg_type: u16, body: &[u8]) -> Result<DisplayMessage, DisplayError>
         msg::INVAL_ALL_PIXMAPS => DisplayMessage::InvalAllPixmaps,
         msg::INVAL_PALETTE => DisplayMessage::InvalPalette(r.u64()?),
         msg::INVAL_ALL_PALETTES => DisplayMessage::InvalAllPalettes,
+        msg::STREAM_CREATE => {
+            let surface_id = r.u32()?;
+            let id = r.u32()?;
+            let flags = r.u8()?;
+            let codec = r.u8()?;
+            let _stamp = r.u64()?;
+            let _stream_width = r.u32()?;
+            let _stream_height = r.u32()?;
+            let src_width = r.u32()?;
+            let src_height = r.u32()?;
+            let dest = Rect::read(&mut r)?;
+            let clip = Clip::read(&mut r)?;
+            DisplayMessage::StreamCreate { surface_id, id, flags, codec, src_width, src_height, dest, clip }
+        }
+        msg::STREAM_DATA | msg::STREAM_DATA_SIZED => {
+            let id = r.u32()?;
+            let mm_time = r.u32()?;
+            let sized =
+                if msg_type == msg::STREAM_DATA_SIZED { Some((r.u32()?, r.u32()?, Rect::read(&mut r)?)) } else { None };
+            let size = r.u32()?;
+            let data_at = r.position();
+            let data_len =
+                usize::try_from(size).map_err(|_| DisplayError::Invalid { what: "data size", value: size })?;
+            r.take(data_len)?;
+            DisplayMessage::StreamData { id, mm_time, sized, data_at, data_len }
+        }
+        msg::STREAM_CLIP => {
+            let id = r.u32()?;
+            DisplayMessage::StreamClip { id, clip: Clip::read(&mut r)? }
+        }
+        msg::STREAM_DESTROY => DisplayMessage::StreamDestroy { id: r.u32()? },
+        msg::STREAM_DESTROY_ALL => DisplayMessage::StreamDestroyAll,
         msg::MARK => DisplayMessage::Mark,
         msg::RESET => DisplayMessage::Reset,
         other => DisplayMessage::Other(other),

@@ -16,3 +16,4 @@ pub mod lz;
 pub mod offline;
 pub mod quic;
 pub mod renderer;
+pub mod stream;

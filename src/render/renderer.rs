@@ -10,6 +10,7 @@ use super::canvas::{Rop, RopSource, Surface};
 use super::display::{self, Brush, DisplayMessage, msg};
 use super::image::{self, ImageCaches, ImageError, ImageSources, Pixels, checked_pixels};
 use super::lz::{GlzDictionary, LzPixels};
+use super::stream::{Stream, codec_name};
 use crate::wire::Reader;
 
 /// GLZ window in pixels until the client's `SPICE_MSGC_DISPLAY_INIT` says
@@ -40,6 +41,10 @@ pub struct RenderStats {
     pub unsupported: BTreeMap<String, u64>,
     /// Images met, by `SPICE_IMAGE_TYPE_*` name.
     pub images: BTreeMap<String, u64>,
+    /// Stream frames drawn.
+    pub stream_frames: u64,
+    /// Streams created, by codec name.
+    pub streams: BTreeMap<String, u64>,
     /// Messages whose decoding failed.
     pub errors: u64,
     /// The first errors, for diagnosis (at most 20).
@@ -65,6 +70,7 @@ pub struct DisplayRenderer {
     primary: Option<u32>,
     caches: ImageCaches,
     glz: Option<GlzDictionary>,
+    streams: HashMap<u32, Stream>,
     /// What happened so far.
     pub stats: RenderStats,
 }
@@ -330,6 +336,53 @@ impl DisplayRenderer {
                 self.caches.clear_palettes();
                 Ok(RenderEvent::None)
             }
+            DisplayMessage::StreamCreate { surface_id, id, flags, codec, src_width, src_height, dest, clip } => {
+                *self.stats.streams.entry(codec_name(codec)).or_insert(0) += 1;
+                if codec != super::stream::CODEC_MJPEG {
+                    self.unsupported(format!("{} stream", codec_name(codec)));
+                }
+                self.streams.insert(id, Stream::new(surface_id, flags, codec, (src_width, src_height), dest, clip));
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::StreamData { id, sized, data_at, data_len, .. } => {
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return Err(ImageError::Unsupported(format!("data for unknown stream {id}")));
+                };
+                if stream.codec != super::stream::CODEC_MJPEG {
+                    return Ok(RenderEvent::None);
+                }
+                let (size, dest) = match sized {
+                    Some((w, h, dest)) => {
+                        stream.dest = dest;
+                        ((w, h), dest)
+                    }
+                    None => ((stream.src_width, stream.src_height), stream.dest),
+                };
+                let data = &body[data_at..data_at + data_len];
+                let frame = stream.decode(data, size, &dest)?;
+                let (surface_id, clip) = (stream.surface_id, stream.clip.clone());
+                let Some(surface) = self.surfaces.get_mut(&surface_id) else {
+                    return Err(ImageError::MissingSurface(surface_id));
+                };
+                let region = surface.region(&dest, &clip);
+                surface.blit(&region, &frame, -i64::from(dest.left), -i64::from(dest.top), Rop::PUT);
+                self.stats.stream_frames += 1;
+                Ok(self.drawn_on(surface_id))
+            }
+            DisplayMessage::StreamClip { id, clip } => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.clip = clip;
+                }
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::StreamDestroy { id } => {
+                self.streams.remove(&id);
+                Ok(RenderEvent::None)
+            }
+            DisplayMessage::StreamDestroyAll => {
+                self.streams.clear();
+                Ok(RenderEvent::None)
+            }
             DisplayMessage::Mark => {
                 self.stats.marks += 1;
                 Ok(RenderEvent::Mark)
@@ -338,8 +391,15 @@ impl DisplayRenderer {
             DisplayMessage::Other(t) => {
                 // Messages with no pixels to draw (mode, monitors config, stream
                 // reports...) are fine; drawing ones not rendered yet are counted.
-                if matches!(t, msg::DRAW_ROP3..=msg::DRAW_ALPHA_BLEND | msg::DRAW_COMPOSITE | msg::STREAM_CREATE..=msg::STREAM_CLIP | msg::STREAM_DATA_SIZED | msg::GL_SCANOUT_UNIX | msg::GL_DRAW)
-                {
+                if matches!(
+                    t,
+                    msg::DRAW_ROP3
+                        ..=msg::DRAW_ALPHA_BLEND
+                            | msg::DRAW_COMPOSITE
+                            | msg::STREAM_DATA_SIZED
+                            | msg::GL_SCANOUT_UNIX
+                            | msg::GL_DRAW
+                ) {
                     let name = crate::protocol::message_name(
                         crate::protocol::ChannelType::DISPLAY,
                         crate::protocol::Direction::ServerToClient,

@@ -108,6 +108,8 @@ pub struct Qemu {
     pub guard: Guard,
     pub port: u16,
     pub serial: PathBuf,
+    /// The human monitor's Unix socket.
+    pub monitor: PathBuf,
 }
 
 impl Qemu {
@@ -192,10 +194,12 @@ impl Qemu {
             spice.push(',');
             spice.push_str(spice_opts);
         }
+        let monitor = dir.join(format!("monitor-{port}.sock"));
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-nodefaults", "-machine", "pc", "-m", "512", "-vga", "qxl", "-display", "none"])
             .args(["-spice", &spice])
             .args(["-serial", &format!("file:{}", serial.display())])
+            .args(["-monitor", &format!("unix:{},server=on,wait=off", monitor.display())])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -204,7 +208,18 @@ impl Qemu {
             assert!(guard.is_running(), "QEMU exited early");
             port_open(port)
         });
-        Self { guard, port, serial }
+        Self { guard, port, serial, monitor }
+    }
+
+    /// Sends one command to QEMU's human monitor (e.g. `stop` pauses the VM).
+    pub fn monitor_command(&self, command: &str) {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.monitor).expect("QEMU monitor");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut banner = [0u8; 4096];
+        let _ = s.read(&mut banner);
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = s.read(&mut banner);
     }
 
     pub fn serial_log(&self) -> String {
