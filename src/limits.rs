@@ -68,3 +68,8 @@ pub const MAX_SURFACE_SIDE: u32 = 16_384;
 
 /// Most pixels of one surface or decoded image: 64 Mi pixels (256 MiB).
 pub const MAX_SURFACE_PIXELS: u64 = 64 * 1024 * 1024;
+
+/// Most bytes of display traffic queued for a session's renderer. Past this
+/// the renderer is behind: it stops for the session (a skipped message would
+/// corrupt its caches), the loss is recorded, forwarding goes on.
+pub const RENDER_QUEUE_BYTES: usize = 256 * 1024 * 1024;

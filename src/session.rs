@@ -19,6 +19,8 @@ use time::macros::format_description;
 
 use crate::capture::report::{SessionReport, rfc3339};
 use crate::capture::{CaptureEvent, CaptureSink, ChannelKey, writer};
+use crate::limits::RENDER_QUEUE_BYTES;
+use crate::render::live::RenderSink;
 
 /// One SPICE session as seen by the proxy.
 #[derive(Debug)]
@@ -29,6 +31,8 @@ pub struct Session {
     pub started: OffsetDateTime,
     /// Capture queue, when capture is on and the writer started.
     pub capture: Option<CaptureSink>,
+    /// The session's renderer (with capture).
+    pub render: Option<RenderSink>,
 }
 
 #[derive(Debug, Default)]
@@ -115,8 +119,11 @@ impl Sessions {
         };
         if ended {
             tracing::info!(session_id = session.id, "session ended");
-            if let Some(sink) = &session.capture {
-                sink.send_control(CaptureEvent::End { at: OffsetDateTime::now_utc() });
+            // The renderer ends the capture itself once its reports are in.
+            match (&session.render, &session.capture) {
+                (Some(render), _) => render.end(OffsetDateTime::now_utc()),
+                (None, Some(sink)) => sink.send_control(CaptureEvent::End { at: OffsetDateTime::now_utc() }),
+                (None, None) => {}
             }
         }
         ended
@@ -152,7 +159,19 @@ impl Sessions {
                 }
             }
         });
-        Session { id, started, capture }
+        let render = capture.as_ref().and_then(|sink| {
+            match crate::render::live::spawn(id, sink.clone(), None, RENDER_QUEUE_BYTES) {
+                Ok((render, handle)) => {
+                    self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+                    Some(render)
+                }
+                Err(e) => {
+                    tracing::error!(session_id = id, error = %e, "cannot start the renderer; session not rendered");
+                    None
+                }
+            }
+        });
+        Session { id, started, capture, render }
     }
 
     /// Waits for every capture writer to finish its files. Call after all

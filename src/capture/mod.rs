@@ -96,6 +96,13 @@ pub enum CaptureEvent {
         /// Final report.
         report: Box<ChannelReport>,
     },
+    /// The renderer's report on a display channel (may come after its close).
+    Render {
+        /// The connection.
+        key: ChannelKey,
+        /// What the renderer did.
+        report: Box<crate::render::live::RenderReport>,
+    },
     /// The session's last channel closed: write `session.json` and stop.
     End {
         /// When.
@@ -166,12 +173,14 @@ pub struct ChannelCapture {
     key: ChannelKey,
     state: State,
     loss: Option<String>,
+    /// The session's renderer, for display channels.
+    render: Option<crate::render::live::RenderSink>,
 }
 
 impl ChannelCapture {
     /// A handle whose session is not known yet.
     pub fn pending(key: ChannelKey) -> Self {
-        Self { key, state: State::Pending { events: Vec::new(), bytes: 0 }, loss: None }
+        Self { key, state: State::Pending { events: Vec::new(), bytes: 0 }, loss: None, render: None }
     }
 
     /// The connection this handle records.
@@ -196,6 +205,12 @@ impl ChannelCapture {
         }
     }
 
+    /// Feeds this (display) channel to the session's renderer from now on.
+    pub fn attach_render(&mut self, render: crate::render::live::RenderSink, channel_id: u8) {
+        render.open(self.key, channel_id);
+        self.render = Some(render);
+    }
+
     /// Records a link-stage piece.
     pub fn link(&mut self, dir: Direction, at: SystemTime, bytes: Bytes) {
         let key = self.key;
@@ -205,12 +220,18 @@ impl ChannelCapture {
     /// Records the end of the link stage.
     pub fn start_messages(&mut self, kind: Option<HeaderKind>) {
         let key = self.key;
+        if let Some(r) = &self.render {
+            r.link(key, kind);
+        }
         self.push(CaptureEvent::StartMessages { key, kind });
     }
 
     /// Records forwarded bytes.
     pub fn data(&mut self, dir: Direction, at: SystemTime, bytes: Bytes) {
         let key = self.key;
+        if let Some(r) = &self.render {
+            r.data(key, dir, at, bytes.clone());
+        }
         self.push(CaptureEvent::Data { key, dir, at, bytes });
     }
 
@@ -222,6 +243,9 @@ impl ChannelCapture {
         }
         let key = self.key;
         let ev = CaptureEvent::Close { key, first, at, report: Box::new(report) };
+        if let Some(r) = &self.render {
+            r.close(key);
+        }
         match &mut self.state {
             State::Attached { sink, .. } => sink.send_control(ev),
             State::Pending { events, .. } => events.push(ev),
@@ -303,6 +327,7 @@ mod tests {
                     "close"
                 }
                 CaptureEvent::End { .. } => "end",
+                CaptureEvent::Render { .. } => "render",
             });
         }
         assert_eq!(kinds, ["open", "link", "start", "close"]);

@@ -116,6 +116,8 @@ pub struct ChannelReport {
     pub end: Option<EndReport>,
     /// Why the capture of this channel is incomplete, if it is.
     pub capture_loss: Option<String>,
+    /// Display channels: what the renderer did (and the video it wrote).
+    pub render: Option<crate::render::live::RenderReport>,
 }
 
 impl ChannelReport {
@@ -157,6 +159,7 @@ impl ChannelReport {
             server_to_client: DirectionReport::default(),
             end: None,
             capture_loss: None,
+            render: None,
         }
     }
 }

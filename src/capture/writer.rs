@@ -79,6 +79,8 @@ struct SessionWriter {
     channels: HashMap<ChannelKey, OpenChannel>,
     names: HashSet<String>,
     next_port: u16,
+    /// Report index of every channel ever opened (reports may follow a close).
+    indexes: HashMap<ChannelKey, usize>,
 }
 
 impl SessionWriter {
@@ -90,8 +92,15 @@ impl SessionWriter {
                 false
             }
         };
-        let w =
-            Self { dir, ready, report, channels: HashMap::new(), names: HashSet::new(), next_port: CLIENT_PORT_BASE };
+        let w = Self {
+            dir,
+            ready,
+            report,
+            channels: HashMap::new(),
+            names: HashSet::new(),
+            next_port: CLIENT_PORT_BASE,
+            indexes: HashMap::new(),
+        };
         w.write_report();
         w
     }
@@ -138,6 +147,7 @@ impl SessionWriter {
                 report.capture_loss.clone_from(&loss);
                 self.report.channels.push(*report);
                 let report_index = self.report.channels.len() - 1;
+                self.indexes.insert(key, report_index);
                 self.channels.insert(key, OpenChannel { conv, report_index, loss });
                 self.write_report();
             }
@@ -159,6 +169,7 @@ impl SessionWriter {
                     let pcap = self.report.channels[i].pcap.take();
                     let mut report = *report;
                     report.pcap = pcap;
+                    report.render = self.report.channels[i].render.take();
                     if report.capture_loss.is_none() {
                         report.capture_loss.clone_from(&ch.loss);
                     }
@@ -166,6 +177,12 @@ impl SessionWriter {
                 }
                 self.finish(key, first, at);
                 self.write_report();
+            }
+            CaptureEvent::Render { key, report } => {
+                if let Some(&i) = self.indexes.get(&key) {
+                    self.report.channels[i].render = Some(*report);
+                    self.write_report();
+                }
             }
             CaptureEvent::End { at } => {
                 self.report.end = Some(rfc3339(at));

@@ -349,7 +349,13 @@ impl Binder {
                 report: Box::new(self.report.clone()),
                 at: self.accepted,
             };
-            c.lock().unwrap_or_else(PoisonError::into_inner).attach(sink.clone(), open);
+            let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
+            c.attach(sink.clone(), open);
+            if self.ct == ChannelType::DISPLAY
+                && let Some(render) = &session.render
+            {
+                c.attach_render(render.clone(), self.channel_id);
+            }
         }
         tracing::debug!(session_id = id, "channel joined session");
         *slot = Some(session);

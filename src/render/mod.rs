@@ -12,6 +12,7 @@
 pub mod canvas;
 pub mod display;
 pub mod image;
+pub mod live;
 pub mod lz;
 pub mod offline;
 pub mod quic;

@@ -92,7 +92,7 @@ pub fn render_pcap(
             continue;
         }
         if m.header.sub_list != 0 {
-            sub_list(&mut renderer, &m.body, m.header.sub_list);
+            apply_sub_list(&mut renderer, &m.body, m.header.sub_list);
         }
         renderer.server_message(m.header.msg_type, &m.body);
         if let Until::Mark(n) = until
@@ -109,7 +109,7 @@ pub fn render_pcap(
 /// (`SpiceSubMessageList`: size u16, offsets u32[size]; each
 /// `SpiceSubMessage`: type u16, size u32, body), before the message itself
 /// (spice-gtk `spice-channel.c`).
-fn sub_list(renderer: &mut DisplayRenderer, body: &[u8], offset: u32) {
+pub fn apply_sub_list(renderer: &mut DisplayRenderer, body: &[u8], offset: u32) {
     let Some(list) = usize::try_from(offset).ok().and_then(|o| body.get(o..)) else { return };
     let mut r = Reader::new(list);
     let Ok(n) = r.u16() else { return };

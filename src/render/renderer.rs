@@ -2,7 +2,9 @@
 //! to them, as spice-gtk's display channel and software canvas do
 //! (spice-gtk `channel-display.c`, spice-common `canvas_base.c`).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use serde::Serialize;
 
@@ -62,14 +64,25 @@ pub enum RenderEvent {
     Mark,
 }
 
-/// The state of one display channel (its surfaces) and of the session's
-/// caches it uses.
+/// What a session's display channels share: the image and palette caches
+/// and the GLZ dictionary (spice-gtk keeps one of each per session).
+#[derive(Debug, Default)]
+pub struct SharedImages {
+    caches: ImageCaches,
+    glz: Option<GlzDictionary>,
+}
+
+/// A handle to a session's [`SharedImages`], for the display renderers of
+/// one render thread.
+pub type Shared = Rc<RefCell<SharedImages>>;
+
+/// The state of one display channel (its surfaces and streams), using the
+/// session's shared images.
 #[derive(Debug, Default)]
 pub struct DisplayRenderer {
     surfaces: HashMap<u32, Surface>,
     primary: Option<u32>,
-    caches: ImageCaches,
-    glz: Option<GlzDictionary>,
+    shared: Shared,
     streams: HashMap<u32, Stream>,
     /// What happened so far.
     pub stats: RenderStats,
@@ -102,9 +115,15 @@ impl ImageSources for Sources<'_> {
 }
 
 impl DisplayRenderer {
-    /// An empty display.
+    /// An empty display with images of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty display sharing caches and GLZ dictionary with the other
+    /// display channels of its session.
+    pub fn with_shared(shared: Shared) -> Self {
+        Self { shared, ..Self::default() }
     }
 
     /// The primary surface, once created.
@@ -139,7 +158,7 @@ impl DisplayRenderer {
             u32::try_from(r.i32().ok()?).ok()
         })();
         if let Some(w) = window.filter(|&w| w > 0) {
-            self.glz = Some(GlzDictionary::new(w));
+            self.shared.borrow_mut().glz = Some(GlzDictionary::new(w));
         }
     }
 
@@ -247,7 +266,9 @@ impl DisplayRenderer {
                 if let Some(t) = image::descriptor_type(body, copy.src_bitmap) {
                     *self.stats.images.entry(image::type_name(t).into_owned()).or_insert(0) += 1;
                 }
-                let mut src = Sources { caches: &mut self.caches, surfaces: &self.surfaces, glz: &mut self.glz };
+                let mut shared = self.shared.borrow_mut();
+                let shared = &mut *shared;
+                let mut src = Sources { caches: &mut shared.caches, surfaces: &self.surfaces, glz: &mut shared.glz };
                 // Decoded even when clipped out: it may feed the cache or GLZ.
                 let pixels = image::decode(body, copy.src_bitmap, &mut src)?;
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
@@ -272,8 +293,10 @@ impl DisplayRenderer {
                 let rop = Rop::from_descriptor(rop_descriptor, RopSource::Brush);
                 let pattern = match brush {
                     Brush::Pattern { image, pos } => {
+                        let mut shared = self.shared.borrow_mut();
+                        let shared = &mut *shared;
                         let mut src =
-                            Sources { caches: &mut self.caches, surfaces: &self.surfaces, glz: &mut self.glz };
+                            Sources { caches: &mut shared.caches, surfaces: &self.surfaces, glz: &mut shared.glz };
                         Some((image::decode(body, image, &mut src)?, pos))
                     }
                     _ => None,
@@ -320,20 +343,20 @@ impl DisplayRenderer {
             }
             DisplayMessage::InvalList(ids) => {
                 for id in ids {
-                    self.caches.remove(id);
+                    self.shared.borrow_mut().caches.remove(id);
                 }
                 Ok(RenderEvent::None)
             }
             DisplayMessage::InvalAllPixmaps => {
-                self.caches.clear_images();
+                self.shared.borrow_mut().caches.clear_images();
                 Ok(RenderEvent::None)
             }
             DisplayMessage::InvalPalette(id) => {
-                self.caches.remove_palette(id);
+                self.shared.borrow_mut().caches.remove_palette(id);
                 Ok(RenderEvent::None)
             }
             DisplayMessage::InvalAllPalettes => {
-                self.caches.clear_palettes();
+                self.shared.borrow_mut().caches.clear_palettes();
                 Ok(RenderEvent::None)
             }
             DisplayMessage::StreamCreate { surface_id, id, flags, codec, src_width, src_height, dest, clip } => {

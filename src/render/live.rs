@@ -1,0 +1,273 @@
+//! The renderer on a live session: one thread per session, fed the display
+//! channels' bytes (both directions) by the relays through a queue bounded
+//! in bytes, never slowing them.
+//!
+//! ```text
+//! relay (display c2s/s2c) ──ChannelCapture──> RenderSink ──> render thread (per session)
+//!                                              (try-send,      message assembly per channel
+//!                                               byte budget)   DisplayRenderer per display channel,
+//!                                                              shared caches and GLZ dictionary
+//!                                                              ──> FrameSink (video) on MARK
+//!                                                              ──> CaptureEvent::Render (session.json)
+//! ```
+//!
+//! The renderer must see every message in order (a skipped one would
+//! desynchronise caches and the GLZ dictionary), so when the queue passes
+//! its budget the renderer stops for the whole session: recorded in
+//! `session.json` and the log; forwarding and pcaps go on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::canvas::Surface;
+use super::renderer::{DisplayRenderer, RenderEvent, RenderStats, Shared};
+use crate::capture::{CaptureEvent, CaptureSink, ChannelKey};
+use crate::framing::{Frame, Framer, MessageHeader};
+use crate::link::HeaderKind;
+use crate::protocol::Direction;
+
+/// Bytes charged per event beyond its payload.
+const EVENT_OVERHEAD: usize = 128;
+
+/// Receives the frames of each display's primary surface (the video
+/// recorder implements it).
+pub trait FrameSink: Send {
+    /// The primary surface of display `channel_id` is complete at `at`.
+    fn frame(&mut self, channel_id: u8, at: SystemTime, surface: &Surface);
+    /// Display `channel_id` closed; returns what to record about it.
+    fn close(&mut self, channel_id: u8) -> Option<serde_json::Value>;
+}
+
+/// What the renderer reports for a display channel in `session.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RenderReport {
+    /// What was rendered.
+    #[serde(flatten)]
+    pub stats: RenderStats,
+    /// Why the renderer stopped early, if it did.
+    pub stopped: Option<String>,
+    /// The video recorder's report, if any.
+    pub video: Option<serde_json::Value>,
+}
+
+/// Input of the render thread.
+#[derive(Debug)]
+enum Input {
+    Open { key: ChannelKey, channel_id: u8 },
+    Link { key: ChannelKey, kind: Option<HeaderKind> },
+    Data { key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes },
+    Close { key: ChannelKey },
+    Stop { reason: String },
+    End { at: OffsetDateTime },
+}
+
+impl Input {
+    fn cost(&self) -> usize {
+        EVENT_OVERHEAD + if let Self::Data { bytes, .. } = self { bytes.len() } else { 0 }
+    }
+}
+
+/// The sending side of a session's render queue.
+#[derive(Debug, Clone)]
+pub struct RenderSink {
+    tx: UnboundedSender<Input>,
+    queued: Arc<AtomicUsize>,
+    stopped: Arc<AtomicBool>,
+    budget: usize,
+}
+
+impl RenderSink {
+    fn control(&self, ev: Input) {
+        self.queued.fetch_add(ev.cost(), Ordering::Relaxed);
+        let _ = self.tx.send(ev);
+    }
+
+    /// A display channel joins the session.
+    pub fn open(&self, key: ChannelKey, channel_id: u8) {
+        self.control(Input::Open { key, channel_id });
+    }
+
+    /// The channel's link stage ended with this header kind.
+    pub fn link(&self, key: ChannelKey, kind: Option<HeaderKind>) {
+        self.control(Input::Link { key, kind });
+    }
+
+    /// Forwarded bytes of a display channel. Past the budget the renderer
+    /// stops for the session (never the relay).
+    pub fn data(&self, key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes) {
+        if self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let ev = Input::Data { key, dir, at, bytes };
+        let cost = ev.cost();
+        if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > self.budget {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            if !self.stopped.swap(true, Ordering::Relaxed) {
+                let reason = format!("renderer fell behind by more than {} bytes", self.budget);
+                tracing::warn!(%reason, "renderer stopped for this session; forwarding and capture continue");
+                self.control(Input::Stop { reason });
+            }
+            return;
+        }
+        let _ = self.tx.send(ev);
+    }
+
+    /// A display channel closed.
+    pub fn close(&self, key: ChannelKey) {
+        self.control(Input::Close { key });
+    }
+
+    /// The session ended: the thread finishes and then ends the capture.
+    pub fn end(&self, at: OffsetDateTime) {
+        self.control(Input::End { at });
+    }
+}
+
+/// Starts a session's render thread. Reports go to `capture`, frames to
+/// `frames`; at most `budget` bytes wait in the queue.
+///
+/// # Errors
+/// The error of spawning the thread.
+pub fn spawn(
+    session_id: u32,
+    capture: CaptureSink,
+    frames: Option<Box<dyn FrameSink>>,
+    budget: usize,
+) -> std::io::Result<(RenderSink, JoinHandle<()>)> {
+    let (tx, rx) = unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sink = RenderSink { tx, queued: queued.clone(), stopped: Arc::new(AtomicBool::new(false)), budget };
+    let handle = std::thread::Builder::new().name(format!("render-{session_id}")).spawn(move || {
+        let mut t =
+            RenderThread { capture, frames, shared: Shared::default(), channels: HashMap::new(), stopped: None };
+        t.run(rx, &queued);
+    })?;
+    Ok((sink, handle))
+}
+
+struct Channel {
+    channel_id: u8,
+    framers: Option<[Framer; 2]>,
+    partial: [Option<(MessageHeader, Vec<u8>)>; 2],
+    renderer: DisplayRenderer,
+}
+
+struct RenderThread {
+    capture: CaptureSink,
+    frames: Option<Box<dyn FrameSink>>,
+    shared: Shared,
+    channels: HashMap<ChannelKey, Channel>,
+    stopped: Option<String>,
+}
+
+impl RenderThread {
+    fn run(&mut self, mut rx: UnboundedReceiver<Input>, queued: &AtomicUsize) {
+        while let Some(ev) = rx.blocking_recv() {
+            let cost = ev.cost();
+            let end = if let Input::End { at } = ev { Some(at) } else { None };
+            if end.is_none() {
+                self.handle(ev);
+            }
+            queued.fetch_sub(cost, Ordering::Relaxed);
+            if let Some(at) = end {
+                let keys: Vec<_> = self.channels.keys().copied().collect();
+                for key in keys {
+                    self.close(key);
+                }
+                self.capture.send_control(CaptureEvent::End { at });
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Input) {
+        match ev {
+            Input::Open { key, channel_id } => {
+                let renderer = DisplayRenderer::with_shared(self.shared.clone());
+                self.channels.insert(key, Channel { channel_id, framers: None, partial: [None, None], renderer });
+            }
+            Input::Link { key, kind } => {
+                if let (Some(ch), Some(kind)) = (self.channels.get_mut(&key), kind) {
+                    ch.framers = Some([Framer::new(kind), Framer::new(kind)]);
+                }
+            }
+            Input::Data { key, dir, at, bytes } => {
+                if self.stopped.is_some() {
+                    return;
+                }
+                if let Some(ch) = self.channels.get_mut(&key)
+                    && let Err(e) = feed(ch, dir, at, &bytes, self.frames.as_deref_mut())
+                {
+                    tracing::warn!(error = %e, "renderer stopped for this session");
+                    self.stopped = Some(e);
+                }
+            }
+            Input::Close { key } => self.close(key),
+            Input::Stop { reason } => {
+                self.stopped = Some(reason);
+            }
+            Input::End { .. } => {}
+        }
+    }
+
+    fn close(&mut self, key: ChannelKey) {
+        let Some(ch) = self.channels.remove(&key) else { return };
+        let video = self.frames.as_mut().and_then(|f| f.close(ch.channel_id));
+        let report = RenderReport { stats: ch.renderer.stats, stopped: self.stopped.clone(), video };
+        self.capture.send_control(CaptureEvent::Render { key, report: Box::new(report) });
+    }
+}
+
+/// Assembles whole messages from a chunk and applies them.
+fn feed(
+    ch: &mut Channel,
+    dir: Direction,
+    at: SystemTime,
+    bytes: &[u8],
+    mut frames: Option<&mut (dyn FrameSink + '_)>,
+) -> Result<(), String> {
+    let Some(framers) = &mut ch.framers else { return Ok(()) };
+    let i = dir.index();
+    let mut done = Vec::new();
+    let partial = &mut ch.partial[i];
+    framers[i]
+        .feed(bytes, |f| match f {
+            Frame::Header(h) => *partial = Some((h, Vec::with_capacity(h.size.min(1 << 20) as usize))),
+            Frame::Body(b) => {
+                if let Some((_, body)) = partial {
+                    body.extend_from_slice(b);
+                }
+            }
+            Frame::End { .. } => {
+                if let Some(m) = partial.take() {
+                    done.push(m);
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    for (header, body) in done {
+        if dir == Direction::ClientToServer {
+            ch.renderer.client_message(header.msg_type, &body);
+            continue;
+        }
+        if header.sub_list != 0 {
+            super::offline::apply_sub_list(&mut ch.renderer, &body, header.sub_list);
+        }
+        let ev = ch.renderer.server_message(header.msg_type, &body);
+        // A frame is complete at MARK, or after each draw when the server
+        // sends no MARK at all.
+        let complete = ev == RenderEvent::Mark || (ev == RenderEvent::Drawn && ch.renderer.stats.marks == 0);
+        if complete && let (Some(f), Some(surface)) = (frames.as_deref_mut(), ch.renderer.primary()) {
+            f.frame(ch.channel_id, at, surface);
+        }
+    }
+    Ok(())
+}
