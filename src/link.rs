@@ -277,6 +277,26 @@ impl HeaderKind {
     }
 }
 
+/// Clears `mask` in the first channel caps word of a whole link message
+/// (`SpiceLinkHeader` included) whose parsed form is `mess`, in place, and
+/// returns the names of the bits that were set. The caps offset was
+/// bounds-checked when `mess` was parsed.
+pub fn clear_channel_caps(bytes: &mut [u8], mess: &LinkMess, mask: u32) -> Vec<String> {
+    let Some(&word) = mess.caps.channel.first() else { return Vec::new() };
+    let removed = word & mask;
+    if removed == 0 || bytes.len() < LinkHeader::SIZE + 18 {
+        return Vec::new();
+    }
+    let body = &bytes[LinkHeader::SIZE..];
+    let caps_offset = u32::from_le_bytes([body[14], body[15], body[16], body[17]]) as usize;
+    let at = LinkHeader::SIZE + caps_offset + 4 * mess.caps.common.len();
+    match bytes.get_mut(at..at + 4) {
+        Some(slot) => slot.copy_from_slice(&(word & !mask).to_le_bytes()),
+        None => return Vec::new(),
+    }
+    crate::protocol::channel_cap_names_of(mess.channel_type, &[removed])
+}
+
 /// Whether the client sends a `SpiceLinkAuthMechanism` before its ticket:
 /// both sides set `SPICE_COMMON_CAP_PROTOCOL_AUTH_SELECTION`.
 pub fn auth_selection(client: &Caps, server: &Caps) -> bool {

@@ -165,6 +165,12 @@ struct ProxyArgs {
     /// denials, sessions. Never tokens or passwords.
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// Remove the display caps of every video codec not listed (mjpeg, vp8,
+    /// h264, vp9, h265) from clients' link messages, so servers stream only
+    /// codecs the recording can decode. The one case where spicetap changes
+    /// bytes in passthrough mode (recorded in session.json).
+    #[arg(long, value_name = "CODECS", value_delimiter = ',')]
+    stream_codecs: Vec<String>,
     /// Most MiB of traffic waiting for a session's capture writer; past it
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
@@ -287,6 +293,22 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         _ => None,
     };
 
+    // SPICE_DISPLAY_CAP_CODEC_* bits (spice-protocol protocol.h).
+    let codec_caps = [("mjpeg", 9u32), ("vp8", 10), ("h264", 11), ("vp9", 13), ("h265", 14)];
+    let mut display_caps_removed = 0u32;
+    if !args.stream_codecs.is_empty() {
+        for c in &args.stream_codecs {
+            if !codec_caps.iter().any(|(n, _)| n == c) {
+                bail!("--stream-codecs: unknown codec {c:?} (mjpeg, vp8, h264, vp9, h265)");
+            }
+        }
+        for (name, bit) in codec_caps {
+            if !args.stream_codecs.iter().any(|c| c == name) {
+                display_caps_removed |= 1 << bit;
+            }
+        }
+    }
+
     let config = ProxyConfig {
         listen,
         tls_listen: args.tls_listen,
@@ -295,6 +317,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         upstream_insecure: args.upstream_insecure,
         require_client_tls,
         tokens,
+        display_caps_removed,
         capture_dir: args.capture,
         ready_file: args.ready_file,
         debug_channels,

@@ -42,3 +42,29 @@ fn screenshot_through_spicetap_equals_direct_and_pcaps_dissect() {
         }
     }
 }
+
+/// `--stream-codecs h264` removes the other codecs' caps (spice-gtk without
+/// GStreamer decoders advertises MJPEG only) from the display link message
+/// sent to the server, and only there, and says so.
+#[test]
+fn stream_codecs_removes_other_codec_caps_upstream() {
+    let dir = Scratch::new("stream-codecs");
+    let qemu = Qemu::bios(&dir.path, "");
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--stream-codecs", "h264"]);
+    spicy_screenshot(tap.port(), &dir.path.join("shot.ppm"));
+    tap.stop();
+    let s = session_json(&tap.sessions()[0]);
+    let display = channels(&s).into_iter().find(|c| c["type"] == "display").unwrap();
+    let client: Vec<&str> =
+        display["client_caps"]["channel"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    let removed: Vec<&str> =
+        display["caps_removed_upstream"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    assert!(!removed.contains(&"SPICE_DISPLAY_CAP_CODEC_H264"));
+    for codec in ["MJPEG", "VP8", "VP9", "H265"] {
+        let name = format!("SPICE_DISPLAY_CAP_CODEC_{codec}");
+        assert_eq!(client.contains(&name.as_str()), removed.contains(&name.as_str()), "{name}: {display}");
+    }
+    assert!(removed.contains(&"SPICE_DISPLAY_CAP_CODEC_MJPEG"), "{client:?}");
+    let main = channels(&s).into_iter().find(|c| c["type"] == "main").unwrap();
+    assert!(main["caps_removed_upstream"].as_array().unwrap().is_empty());
+}

@@ -45,6 +45,8 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// Token mode (`--auth tokens`); passthrough when `None`.
     pub tokens: Option<Arc<TokenAuth>>,
+    /// Display caps removed from clients' link messages (`--stream-codecs`).
+    pub display_caps_removed: u32,
 }
 
 /// Which channels must reach spicetap over TLS (`--require-client-tls`).
@@ -79,8 +81,12 @@ pub async fn serve(mut client: BoxedStream, client_tls: Option<TlsInfo>, peer: S
     let accepted = SystemTime::now();
     let opened = OffsetDateTime::now_utc();
     let require = |ct| shared.require_client_tls.requires(ct);
-    let policy =
-        LinkPolicy { upstream: &shared.upstream, client_tls: client_tls.is_some(), require_client_tls: &require };
+    let policy = LinkPolicy {
+        upstream: &shared.upstream,
+        client_tls: client_tls.is_some(),
+        require_client_tls: &require,
+        display_caps_removed: shared.display_caps_removed,
+    };
     let linked = match &shared.tokens {
         None => link_stage::run(&mut client, &policy).await.map(|(s, e)| (s, e, None)),
         Some(auth) => token_link::run(&mut client, &policy, auth, peer).await.map(|(s, e, o)| (s, e, Some(o))),
@@ -123,6 +129,7 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     report.upstream_tls.clone_from(&stage.upstream_tls);
     report.upstream_upgraded_to_tls = stage.upgraded_to_tls;
     report.answered_by_proxy = stage.answered_by_proxy.map(|e| e.name().into_owned());
+    report.caps_removed_upstream.clone_from(&stage.caps_removed_upstream);
     if let Some(t) = &token {
         report.auth_mode = "tokens".into();
         report.target.clone_from(&t.target);

@@ -73,6 +73,8 @@ pub struct LinkStage {
     pub upgraded_to_tls: bool,
     /// A refusal spicetap answered itself (the upstream was not contacted).
     pub answered_by_proxy: Option<LinkErr>,
+    /// Caps removed from the link message sent upstream.
+    pub caps_removed_upstream: Vec<String>,
 }
 
 impl LinkStage {
@@ -109,6 +111,9 @@ pub struct LinkPolicy<'a> {
     /// on a plain client leg they are refused with
     /// `SPICE_LINK_ERR_NEED_SECURED`, as spice-server does for `tls-channel=`.
     pub require_client_tls: &'a (dyn Fn(ChannelType) -> bool + Sync),
+    /// Display channel caps removed from the client's link message before it
+    /// goes upstream (`--stream-codecs`); 0 forwards it unchanged.
+    pub display_caps_removed: u32,
 }
 
 /// Runs the link stage on a fresh client connection.
@@ -125,9 +130,17 @@ pub async fn run(client: &mut BoxedStream, policy: &LinkPolicy<'_>) -> Result<(L
     if let Some(end) = refuse_plain_if_required(client, policy, ct, &mut stage).await {
         return Ok((stage, end));
     }
+    // --stream-codecs: the one change spicetap makes to a passthrough link.
+    let upstream_mess = if ct == ChannelType::DISPLAY && policy.display_caps_removed != 0 {
+        let mut b = bytes.to_vec();
+        stage.caps_removed_upstream = crate::link::clear_channel_caps(&mut b, &stage.mess, policy.display_caps_removed);
+        Bytes::from(b)
+    } else {
+        bytes.clone()
+    };
     let refusal = LinkReply::encode_error(LinkErr::ERROR);
     let (mut upstream_stream, reply) =
-        match open_upstream(client, policy.upstream, ct, &bytes, &mut stage, &refusal).await? {
+        match open_upstream(client, policy.upstream, ct, &upstream_mess, &mut stage, &refusal).await? {
             Ok(x) => x,
             Err(e) => return Ok((stage, LinkEnd::Failed(e))),
         };
@@ -157,6 +170,7 @@ impl LinkStage {
             upstream_tls: None,
             upgraded_to_tls: false,
             answered_by_proxy: None,
+            caps_removed_upstream: Vec::new(),
         }
     }
 }

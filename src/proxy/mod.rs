@@ -49,6 +49,10 @@ pub struct ProxyConfig {
     /// Token mode (`--auth tokens`): spicetap answers the link stage and
     /// routes by token; `None` for passthrough.
     pub tokens: Option<Arc<token_link::TokenAuth>>,
+    /// Display caps removed from clients' link messages before they go
+    /// upstream (`--stream-codecs`), so the server only streams codecs the
+    /// renderer decodes; 0 leaves link messages unchanged.
+    pub display_caps_removed: u32,
     /// Folder that receives one sub-folder per session, when recording.
     pub capture_dir: Option<PathBuf>,
     /// File that receives `host:port` of the first listener once it accepts.
@@ -187,6 +191,7 @@ impl Proxy {
             upstream: self.config.upstream.clone(),
             require_client_tls: self.config.require_client_tls.clone(),
             tokens: self.config.tokens.clone(),
+            display_caps_removed: self.config.display_caps_removed,
             debug_channels: self.config.debug_channels.clone(),
             shutdown: stop_rx,
         });

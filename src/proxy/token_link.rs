@@ -36,7 +36,7 @@ use crate::auth::ratelimit::FailureLimiter;
 use crate::auth::targets::{Lookup, Targets};
 use crate::auth::ticket::{KeyPool, encrypt_ticket};
 use crate::limits::LINK_TIMEOUT;
-use crate::link::{Caps, HeaderKind, LinkHeader, LinkReply, auth_selection};
+use crate::link::{Caps, HeaderKind, LinkHeader, LinkReply, auth_selection, clear_channel_caps};
 use crate::protocol::{
     ChannelType, Direction, LinkErr, SPICE_AUTH_SPICE, SPICE_TICKET_BYTES, channel_cap_names_of, common_cap_names,
 };
@@ -210,7 +210,7 @@ async fn authenticate_and_link(
     // The link message to the VM: the client's, without migration caps.
     let mut upstream_mess = link_mess.to_vec();
     if ct == ChannelType::MAIN {
-        outcome.removed_caps = strip_channel_caps(&mut upstream_mess, &stage.mess, MIGRATION_CAPS);
+        outcome.removed_caps = clear_channel_caps(&mut upstream_mess, &stage.mess, MIGRATION_CAPS);
     }
     let upstream_caps = {
         let mut c = stage.mess.caps.clone();
@@ -339,25 +339,6 @@ fn encode_reply(pub_key: &[u8; 162], caps: &Caps) -> Vec<u8> {
     out
 }
 
-/// Clears `mask` in the first channel caps word of a link message (header
-/// included) and returns the names of the bits that were set.
-fn strip_channel_caps(bytes: &mut [u8], mess: &crate::link::LinkMess, mask: u32) -> Vec<String> {
-    let Some(&word) = mess.caps.channel.first() else { return Vec::new() };
-    let removed = word & mask;
-    if removed == 0 {
-        return Vec::new();
-    }
-    // caps_offset is the u32 at body offset 14; it was bounds-checked by
-    // LinkMess::parse, so the channel word lies inside `bytes`.
-    let body = &bytes[LinkHeader::SIZE..];
-    let caps_offset = u32::from_le_bytes([body[14], body[15], body[16], body[17]]) as usize;
-    let at = LinkHeader::SIZE + caps_offset + 4 * mess.caps.common.len();
-    if let Some(slot) = bytes.get_mut(at..at + 4) {
-        slot.copy_from_slice(&(word & !mask).to_le_bytes());
-    }
-    channel_cap_names_of(mess.channel_type, &[removed])
-}
-
 /// Names of caps set on one side only: `advertised only: X`, `VM only: Y`.
 fn caps_differences(ct: ChannelType, advertised: &Caps, vm: &Caps) -> Vec<String> {
     let mut out = Vec::new();
@@ -393,7 +374,7 @@ mod tests {
     fn migration_caps_are_stripped_from_a_main_link_message() {
         let mut bytes = crate::link::tests::link_mess_bytes(0, 1, &[0b1011], &[0b1111]);
         let mess = LinkMess::parse(&bytes[16..]).unwrap();
-        let removed = strip_channel_caps(&mut bytes, &mess, MIGRATION_CAPS);
+        let removed = clear_channel_caps(&mut bytes, &mess, MIGRATION_CAPS);
         assert_eq!(removed, ["SPICE_MAIN_CAP_SEMI_SEAMLESS_MIGRATE", "SPICE_MAIN_CAP_SEAMLESS_MIGRATE"]);
         assert_eq!(LinkMess::parse(&bytes[16..]).unwrap().caps.channel, [0b0110]);
     }
