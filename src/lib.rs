@@ -17,7 +17,11 @@
 //!   async link-stage driver and the relay with its inline observer.
 //! - [`session`]: groups channel connections into SPICE sessions.
 //! - [`capture`]: the capture queue and writer thread, the synthetic TCP
-//!   conversation in pcap form, and `session.json`.
+//!   conversation in pcap form, `session.json`, and replay of pcaps.
+//! - [`render`]: the shadow renderer (display messages, images and their
+//!   codecs, canvas, streams), live per session or offline from pcaps.
+//! - [`tls`]: certificates and rustls configurations for both legs;
+//!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
 //! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
 //!   little-endian reader; [`limits`]: every bound on peer input.
 //!
