@@ -2,7 +2,7 @@
 //!
 //! SPICE puts every integer on the wire in little-endian order
 //! (spice-protocol `spice/protocol.h`, packed structs). The cursor never
-//! panics: reading past the end is [`WireError::Short`].
+//! panics: reading past the end is a [`WireError`].
 
 use thiserror::Error;
 

@@ -106,7 +106,7 @@ pub fn render_pcap(
 }
 
 /// Applies the sub-messages a full header's `sub_list` points at
-/// (`SpiceSubMessageList`: size u16, offsets u32[size]; each
+/// (`SpiceSubMessageList`: size u16, `offsets u32[size]`; each
 /// `SpiceSubMessage`: type u16, size u32, body), before the message itself
 /// (spice-gtk `spice-channel.c`).
 pub fn apply_sub_list(renderer: &mut DisplayRenderer, body: &[u8], offset: u32) {
