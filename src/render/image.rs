@@ -613,4 +613,41 @@ mod tests {
         let body = bitmap_body(1, 0, 2, 2, 5, 0, &[0, 1, 2, 3], 2);
         assert!(matches!(decode(&body, 4, &mut s), Err(ImageError::Unsupported(_))));
     }
+
+    const JPEG: &[u8] = include_bytes!("../../tests/fixtures/jpeg/qemu-linux-image.jpg");
+    const JPEG_FFMPEG_RGB: &[u8] = include_bytes!("../../tests/fixtures/jpeg/qemu-linux-image.ffmpeg.rgb");
+
+    #[test]
+    fn recorded_jpeg_decodes_close_to_another_decoder() {
+        let p = jpeg(JPEG, 400, 32).unwrap();
+        let mut sum = 0u64;
+        for (px, rgb) in p.data.iter().zip(JPEG_FFMPEG_RGB.chunks(3)) {
+            for (a, b) in [(px >> 16) as u8, (px >> 8) as u8, *px as u8].iter().zip(rgb) {
+                sum += u64::from(a.abs_diff(*b));
+            }
+        }
+        let mae = sum as f64 / JPEG_FFMPEG_RGB.len() as f64;
+        assert!(mae < 1.0, "mean absolute error {mae}");
+        assert!(matches!(jpeg(JPEG, 401, 32), Err(ImageError::Codec { .. })), "size must match the descriptor");
+    }
+
+    #[test]
+    fn truncated_and_mutated_jpegs_never_panic() {
+        for cut in (0..JPEG.len()).step_by(97) {
+            let _ = jpeg(&JPEG[..cut], 400, 32);
+        }
+        let mut x: u32 = 0x9e37_79b9;
+        for _ in 0..300 {
+            let mut m = JPEG.to_vec();
+            for _ in 0..4 {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                let i = x as usize % m.len();
+                m[i] ^= (x >> 8) as u8;
+            }
+            let _ = jpeg(&m, 400, 32);
+        }
+        assert!(jpeg(&[], 400, 32).is_err());
+    }
 }

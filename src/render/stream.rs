@@ -199,4 +199,41 @@ mod tests {
         assert_eq!(with_tables(&with).len(), with.len());
         assert_eq!(with_tables(&[1, 2, 3]).as_ref(), &[1, 2, 3]);
     }
+
+    const FRAME: &[u8] = include_bytes!("../../tests/fixtures/jpeg/qemu-linux-mjpeg-frame.jpg");
+    const FRAME_NO_DHT: &[u8] = include_bytes!("../../tests/fixtures/jpeg/qemu-linux-mjpeg-frame-no-dht.jpg");
+
+    fn stream(w: u32, h: u32, flags: u8) -> (Stream, Rect) {
+        let dest = Rect { top: 0, left: 0, bottom: h as i32, right: w as i32 };
+        (Stream::new(0, flags, CODEC_MJPEG, (w, h), dest, Clip::None), dest)
+    }
+
+    #[test]
+    fn recorded_mjpeg_frames_decode_with_and_without_tables() {
+        let (s, dest) = stream(32, 10, TOP_DOWN);
+        let p = s.decode(FRAME, (32, 10), &dest).unwrap();
+        assert_eq!((p.width, p.height), (32, 10));
+        let (s, dest) = stream(1024, 48, TOP_DOWN);
+        let p = s.decode(FRAME_NO_DHT, (1024, 48), &dest).unwrap();
+        assert_eq!(p.data.len(), 1024 * 48);
+        // Bottom-up frames are flipped; a larger destination scales.
+        let (s, _) = stream(1024, 48, 0);
+        let flipped = s.decode(FRAME_NO_DHT, (1024, 48), &dest).unwrap();
+        assert_eq!(flipped.data[0], p.data[47 * 1024]);
+        let big = Rect { top: 0, left: 0, bottom: 96, right: 2048 };
+        assert_eq!(s.decode(FRAME_NO_DHT, (1024, 48), &big).unwrap().data.len(), 2048 * 96);
+    }
+
+    #[test]
+    fn hostile_frames_are_errors_not_panics() {
+        let (s, dest) = stream(1024, 48, TOP_DOWN);
+        for cut in (0..FRAME_NO_DHT.len()).step_by(499) {
+            let _ = s.decode(&FRAME_NO_DHT[..cut], (1024, 48), &dest);
+        }
+        assert!(s.decode(&[0xff, 0xd8], (1024, 48), &dest).is_err());
+        let huge = Rect { top: 0, left: 0, bottom: 100_000, right: 100_000 };
+        assert!(matches!(s.decode(FRAME_NO_DHT, (1024, 48), &huge), Err(ImageError::BadSize { .. })));
+        let vp8 = Stream::new(0, 0, 2, (4, 4), dest, Clip::None);
+        assert!(matches!(vp8.decode(FRAME, (4, 4), &dest), Err(ImageError::Unsupported(_))));
+    }
 }
