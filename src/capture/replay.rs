@@ -166,3 +166,55 @@ fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, HeaderKind, [usize
     c_skip += SPICE_TICKET_BYTES;
     Ok((mess.channel_type, HeaderKind::negotiate(&mess.caps, &reply.caps), [c_skip, s_end + 4]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::pcap::TcpConversation;
+    use std::time::SystemTime;
+
+    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = ty.to_le_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A pcap of a stream without link stage, as ryll's `--capture` writes them.
+    #[test]
+    fn pcaps_without_link_stage_replay_given_the_channel_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("display.pcap");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut c = TcpConversation::open(std::fs::File::create(&path).unwrap(), 49152, t0).unwrap();
+        c.start_messages(Some(HeaderKind::Mini));
+        let mut s2c = mini(314, &[0; 20]);
+        s2c.extend(mini(102, &[]));
+        c.data(Direction::ServerToClient, t0, &s2c[..7]).unwrap();
+        c.data(Direction::ClientToServer, t0, &mini(101, &[1, 2, 3])).unwrap();
+        c.data(Direction::ServerToClient, t0 + Duration::from_millis(5), &s2c[7..]).unwrap();
+        c.close(Direction::ClientToServer, t0).unwrap();
+
+        assert!(matches!(read(&path, None), Err(ReplayError::Link(_))), "the channel type is needed");
+        let r = read(&path, Some(ChannelType::DISPLAY)).unwrap();
+        assert_eq!(r.channel_type, ChannelType::DISPLAY);
+        let got: Vec<_> = r.messages.iter().map(|m| (m.dir, m.header.msg_type, m.body.len())).collect();
+        assert_eq!(
+            got,
+            [
+                (Direction::ClientToServer, 101, 3),
+                (Direction::ServerToClient, 314, 20),
+                (Direction::ServerToClient, 102, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.pcap");
+        std::fs::write(&path, b"not a pcap at all").unwrap();
+        assert!(read(&path, Some(ChannelType::DISPLAY)).is_err());
+        assert!(read(&dir.path().join("missing.pcap"), None).is_err());
+    }
+}
