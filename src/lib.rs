@@ -40,4 +40,5 @@ pub mod proxy;
 pub mod render;
 pub mod session;
 pub mod tls;
+pub mod video;
 pub mod wire;

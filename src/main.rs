@@ -171,6 +171,16 @@ struct ProxyArgs {
     /// bytes in passthrough mode (recorded in session.json).
     #[arg(long, value_name = "CODECS", value_delimiter = ',')]
     stream_codecs: Vec<String>,
+    /// With --capture: most video frames per second in display-N.mp4.
+    #[arg(long, default_value_t = 30, value_name = "FPS")]
+    video_fps: u32,
+    /// With --capture: longest time between two keyframes of the video, in
+    /// seconds (seeking granularity, and what a crash can lose).
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    keyframe_interval: f64,
+    /// With --capture: do not record video (pcaps and session.json only).
+    #[arg(long)]
+    no_video: bool,
     /// Most MiB of traffic waiting for a session's capture writer; past it
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
@@ -309,6 +319,22 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         }
     }
 
+    let video = if args.no_video || args.capture.is_none() {
+        None
+    } else {
+        if !(args.keyframe_interval.is_finite() && args.keyframe_interval > 0.0) {
+            bail!("--keyframe-interval must be a positive number of seconds");
+        }
+        let config = spicetap::video::VideoConfig {
+            max_fps: args.video_fps,
+            keyframe_interval: std::time::Duration::from_secs_f64(args.keyframe_interval),
+            ..spicetap::video::VideoConfig::default()
+        };
+        // Checked by the recorder too; refuse bad values at start-up.
+        spicetap::video::VideoRecorder::check_config(&config)?;
+        Some(config)
+    };
+
     let config = ProxyConfig {
         listen,
         tls_listen: args.tls_listen,
@@ -318,6 +344,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         require_client_tls,
         tokens,
         display_caps_removed,
+        video,
         capture_dir: args.capture,
         ready_file: args.ready_file,
         debug_channels,

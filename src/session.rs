@@ -48,6 +48,7 @@ pub struct Sessions {
     capture_budget: usize,
     upstream: String,
     upstream_insecure: bool,
+    video: Option<crate::video::VideoConfig>,
     live: Mutex<HashMap<u32, Entry>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
@@ -63,10 +64,18 @@ impl Sessions {
             capture_budget,
             upstream,
             upstream_insecure,
+            video: None,
             live: Mutex::new(HashMap::new()),
             writers: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(1),
         }
+    }
+
+    /// Records each display's primary surface as video with `config`
+    /// (capture only).
+    pub fn with_video(mut self, config: Option<crate::video::VideoConfig>) -> Self {
+        self.video = config;
+        self
     }
 
     /// Whether capture is on.
@@ -131,11 +140,13 @@ impl Sessions {
 
     fn start(&self, id: u32, client: &str, started: OffsetDateTime) -> Session {
         tracing::info!(session_id = id, client, "session started");
+        let mut session_dir = None;
         let capture = self.capture_dir.as_ref().and_then(|root| {
             let stamp = started
                 .format(format_description!("[year][month][day]T[hour][minute][second].[subsecond digits:3]Z"))
                 .unwrap_or_else(|_| started.unix_timestamp().to_string());
             let dir = root.join(format!("{stamp}-{id}"));
+            session_dir = Some(dir.clone());
             let report = SessionReport {
                 session_id: id,
                 start: rfc3339(started),
@@ -160,7 +171,15 @@ impl Sessions {
             }
         });
         let render = capture.as_ref().and_then(|sink| {
-            match crate::render::live::spawn(id, sink.clone(), None, RENDER_QUEUE_BYTES) {
+            let frames = match (&self.video, &session_dir) {
+                (Some(config), Some(dir)) => Some(Box::new(crate::render::video_sink::VideoSink::new(
+                    dir.clone(),
+                    config.clone(),
+                    std::time::Instant::now(),
+                )) as Box<dyn crate::render::live::FrameSink>),
+                _ => None,
+            };
+            match crate::render::live::spawn(id, sink.clone(), frames, RENDER_QUEUE_BYTES) {
                 Ok((render, handle)) => {
                     self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
                     Some(render)

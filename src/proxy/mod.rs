@@ -53,6 +53,8 @@ pub struct ProxyConfig {
     /// upstream (`--stream-codecs`), so the server only streams codecs the
     /// renderer decodes; 0 leaves link messages unchanged.
     pub display_caps_removed: u32,
+    /// With capture: record each display as H.264 MP4 with these settings.
+    pub video: Option<crate::video::VideoConfig>,
     /// Folder that receives one sub-folder per session, when recording.
     pub capture_dir: Option<PathBuf>,
     /// File that receives `host:port` of the first listener once it accepts.
@@ -133,12 +135,15 @@ impl Proxy {
             let l = TcpListener::bind(addr).await.map_err(|error| ProxyError::Bind { addr: *addr, error })?;
             listeners.push((l, tls));
         }
-        let sessions = Arc::new(Sessions::new(
-            config.capture_dir.clone(),
-            config.capture_queue_bytes,
-            config.upstream.describe(),
-            config.upstream_insecure,
-        ));
+        let sessions = Arc::new(
+            Sessions::new(
+                config.capture_dir.clone(),
+                config.capture_queue_bytes,
+                config.upstream.describe(),
+                config.upstream_insecure,
+            )
+            .with_video(config.video.clone()),
+        );
         Ok(Self { listeners, config, sessions })
     }
 

@@ -24,8 +24,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::canvas::Surface;
 use super::renderer::{DisplayRenderer, RenderEvent, RenderStats, Shared};
@@ -78,7 +79,7 @@ impl Input {
 /// The sending side of a session's render queue.
 #[derive(Debug, Clone)]
 pub struct RenderSink {
-    tx: UnboundedSender<Input>,
+    tx: Sender<Input>,
     queued: Arc<AtomicUsize>,
     stopped: Arc<AtomicBool>,
     budget: usize,
@@ -142,7 +143,7 @@ pub fn spawn(
     frames: Option<Box<dyn FrameSink>>,
     budget: usize,
 ) -> std::io::Result<(RenderSink, JoinHandle<()>)> {
-    let (tx, rx) = unbounded_channel();
+    let (tx, rx) = channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let sink = RenderSink { tx, queued: queued.clone(), stopped: Arc::new(AtomicBool::new(false)), budget };
     let handle = std::thread::Builder::new().name(format!("render-{session_id}")).spawn(move || {
@@ -158,7 +159,16 @@ struct Channel {
     framers: Option<[Framer; 2]>,
     partial: [Option<(MessageHeader, Vec<u8>)>; 2],
     renderer: DisplayRenderer,
+    /// The primary surface changed since the last frame handed on.
+    dirty: bool,
+    /// When the last frame was handed on.
+    last_frame: Option<Instant>,
 }
+
+/// Shortest time between two frames handed to the [`FrameSink`]: the
+/// recorder keeps the newest anyway, this only saves copying a surface per
+/// draw.
+const FRAME_INTERVAL: Duration = Duration::from_millis(1000 / 60);
 
 struct RenderThread {
     capture: CaptureSink,
@@ -169,12 +179,21 @@ struct RenderThread {
 }
 
 impl RenderThread {
-    fn run(&mut self, mut rx: UnboundedReceiver<Input>, queued: &AtomicUsize) {
-        while let Some(ev) = rx.blocking_recv() {
+    fn run(&mut self, rx: Receiver<Input>, queued: &AtomicUsize) {
+        loop {
+            let ev = match rx.recv_timeout(FRAME_INTERVAL) {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush_frames();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let cost = ev.cost();
             let end = if let Input::End { at } = ev { Some(at) } else { None };
             if end.is_none() {
                 self.handle(ev);
+                self.flush_frames();
             }
             queued.fetch_sub(cost, Ordering::Relaxed);
             if let Some(at) = end {
@@ -192,7 +211,15 @@ impl RenderThread {
         match ev {
             Input::Open { key, channel_id } => {
                 let renderer = DisplayRenderer::with_shared(self.shared.clone());
-                self.channels.insert(key, Channel { channel_id, framers: None, partial: [None, None], renderer });
+                let ch = Channel {
+                    channel_id,
+                    framers: None,
+                    partial: [None, None],
+                    renderer,
+                    dirty: false,
+                    last_frame: None,
+                };
+                self.channels.insert(key, ch);
             }
             Input::Link { key, kind } => {
                 if let (Some(ch), Some(kind)) = (self.channels.get_mut(&key), kind) {
@@ -204,7 +231,7 @@ impl RenderThread {
                     return;
                 }
                 if let Some(ch) = self.channels.get_mut(&key)
-                    && let Err(e) = feed(ch, dir, at, &bytes, self.frames.as_deref_mut())
+                    && let Err(e) = feed(ch, dir, at, &bytes)
                 {
                     tracing::warn!(error = %e, "renderer stopped for this session");
                     self.stopped = Some(e);
@@ -218,7 +245,26 @@ impl RenderThread {
         }
     }
 
+    /// Hands on the primary surface of every display that changed, at most
+    /// once per [`FRAME_INTERVAL`]; the last change always goes out (the
+    /// receive timeout brings the thread back here).
+    fn flush_frames(&mut self) {
+        let Some(frames) = self.frames.as_deref_mut() else { return };
+        let now = Instant::now();
+        for ch in self.channels.values_mut() {
+            if !ch.dirty || ch.last_frame.is_some_and(|t| now.duration_since(t) < FRAME_INTERVAL) {
+                continue;
+            }
+            if let Some(surface) = ch.renderer.primary() {
+                frames.frame(ch.channel_id, SystemTime::now(), surface);
+            }
+            ch.dirty = false;
+            ch.last_frame = Some(now);
+        }
+    }
+
     fn close(&mut self, key: ChannelKey) {
+        self.flush_frames_of(key);
         let Some(ch) = self.channels.remove(&key) else { return };
         let video = self.frames.as_mut().and_then(|f| f.close(ch.channel_id));
         let report = RenderReport { stats: ch.renderer.stats, stopped: self.stopped.clone(), video };
@@ -226,14 +272,21 @@ impl RenderThread {
     }
 }
 
+impl RenderThread {
+    /// Hands on a closing display's last change, whatever the interval.
+    fn flush_frames_of(&mut self, key: ChannelKey) {
+        let (Some(frames), Some(ch)) = (self.frames.as_deref_mut(), self.channels.get_mut(&key)) else { return };
+        if ch.dirty
+            && let Some(surface) = ch.renderer.primary()
+        {
+            frames.frame(ch.channel_id, SystemTime::now(), surface);
+            ch.dirty = false;
+        }
+    }
+}
+
 /// Assembles whole messages from a chunk and applies them.
-fn feed(
-    ch: &mut Channel,
-    dir: Direction,
-    at: SystemTime,
-    bytes: &[u8],
-    mut frames: Option<&mut (dyn FrameSink + '_)>,
-) -> Result<(), String> {
+fn feed(ch: &mut Channel, dir: Direction, _at: SystemTime, bytes: &[u8]) -> Result<(), String> {
     let Some(framers) = &mut ch.framers else { return Ok(()) };
     let i = dir.index();
     let mut done = Vec::new();
@@ -261,12 +314,12 @@ fn feed(
         if header.sub_list != 0 {
             super::offline::apply_sub_list(&mut ch.renderer, &body, header.sub_list);
         }
+        // Every draw on the primary surface (and MARK, which spice-server
+        // sends once the first picture is whole) is a change; frames are
+        // handed on at most every FRAME_INTERVAL, the last one always.
         let ev = ch.renderer.server_message(header.msg_type, &body);
-        // A frame is complete at MARK, or after each draw when the server
-        // sends no MARK at all.
-        let complete = ev == RenderEvent::Mark || (ev == RenderEvent::Drawn && ch.renderer.stats.marks == 0);
-        if complete && let (Some(f), Some(surface)) = (frames.as_deref_mut(), ch.renderer.primary()) {
-            f.frame(ch.channel_id, at, surface);
+        if ev != RenderEvent::None {
+            ch.dirty = true;
         }
     }
     Ok(())

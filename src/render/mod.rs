@@ -18,3 +18,4 @@ pub mod offline;
 pub mod quic;
 pub mod renderer;
 pub mod stream;
+pub mod video_sink;

@@ -428,20 +428,21 @@ pub fn spice_gtk_shot(port: u16, out: &Path, until_file: &Path, until_text: &str
     assert!(result.status.success(), "spice-gtk-shot failed: {}", String::from_utf8_lossy(&result.stderr));
 }
 
-/// Runs a command with a time limit, capturing its output.
+/// Runs a command with a time limit, capturing its output (read while it
+/// runs, so a large output never blocks it).
 pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
-    let start = Instant::now();
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return child.wait_with_output().unwrap();
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("command timed out after {limit:?}: {cmd:?}");
         }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("command timed out after {limit:?}: {:?}\n{}", cmd, String::from_utf8_lossy(&out.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
