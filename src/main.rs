@@ -50,6 +50,12 @@ struct RenderArgs {
     /// Write the primary surface here (default: SESSION/display-N.png).
     #[arg(long, value_name = "FILE")]
     png: Option<PathBuf>,
+    /// Also write the whole recording as an H.264 MP4 (timed by the capture).
+    #[arg(long, value_name = "FILE")]
+    mp4: Option<PathBuf>,
+    /// MP4: most frames per second.
+    #[arg(long, default_value_t = 30, value_name = "FPS")]
+    video_fps: u32,
     /// Render up to this many seconds after the first message (default: the end).
     #[arg(long, value_name = "SECONDS", conflicts_with = "mark")]
     at: Option<f64>,
@@ -369,7 +375,25 @@ fn render(args: RenderArgs) -> Result<()> {
         (None, Some(n)) => offline::Until::Mark(n),
         (None, None) => offline::Until::End,
     };
-    let (surface, stats) = offline::render_pcap(&pcap, channel_type, until)?;
+    let (surface, stats) = match &args.mp4 {
+        None => offline::render_pcap(&pcap, channel_type, until)?,
+        Some(mp4) => {
+            let config = spicetap::video::VideoConfig { max_fps: args.video_fps, ..Default::default() };
+            spicetap::video::VideoRecorder::check_config(&config)?;
+            let (surface, stats, report) = offline::render_pcap_mp4(&pcap, channel_type, until, mp4, config)?;
+            for f in &report.files {
+                eprintln!(
+                    "{}: {}x{}, {} samples, {:.3} s",
+                    f.path.display(),
+                    f.width,
+                    f.height,
+                    f.samples,
+                    report.duration.as_secs_f64()
+                );
+            }
+            (surface, stats)
+        }
+    };
     let png = args.png.unwrap_or_else(|| {
         let dir = if args.session.is_dir() { args.session.clone() } else { PathBuf::from(".") };
         dir.join(format!("display-{}.png", args.display))

@@ -158,7 +158,7 @@ fn render_end(session: &Path) -> ((u32, u32, Vec<u8>), String) {
 /// references between images), watched from boot through spicetap by a
 /// spice-gtk client until it drew text and noise and stopped; spice-gtk's
 /// final surface is the reference for spicetap's rendering of the session.
-fn linux_case(name: &str, spice_opts: &str, expect_image: &str) {
+fn linux_case(name: &str, spice_opts: &str, expect_image: &str) -> std::path::PathBuf {
     let dir = Scratch::new(&format!("render-linux-{name}"));
     let qemu = Qemu::linux_booting(&dir.path, spice_opts, "");
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
@@ -174,16 +174,40 @@ fn linux_case(name: &str, spice_opts: &str, expect_image: &str) {
     let draws: u64 =
         stderr.split(" draws").next().and_then(|s| s.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
     assert!(draws > 10, "{stderr}");
+    // Keep the scratch folder's session for the caller.
+    let kept = std::env::temp_dir().join(format!("spicetap-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&kept);
+    std::fs::create_dir_all(&kept).unwrap();
+    for e in std::fs::read_dir(&session).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), kept.join(e.file_name())).unwrap();
+    }
+    kept
 }
 
 #[test]
 fn linux_guest_auto_glz() {
-    linux_case("auto_glz", "image-compression=auto_glz", "GLZ_RGB");
+    let session = linux_case("auto_glz", "image-compression=auto_glz", "GLZ_RGB");
+    // The same recording as an MP4, timed by the capture.
+    let mp4 = session.join("offline.mp4");
+    let out = run_bounded(
+        Command::new(SPICETAP).arg("render").arg(&session).arg("--mp4").arg(&mp4),
+        Duration::from_secs(300),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let probe = run_bounded(
+        Command::new("ffprobe").args(["-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0"]).arg(&mp4),
+        Duration::from_secs(60),
+    );
+    assert!(probe.status.success(), "{}", String::from_utf8_lossy(&probe.stderr));
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).lines().next().unwrap_or(""), "h264");
+    let _ = std::fs::remove_dir_all(session);
 }
 
 #[test]
 fn linux_guest_quic() {
-    linux_case("quic", "image-compression=quic", "QUIC");
+    let kept = linux_case("quic", "image-compression=quic", "QUIC");
+    let _ = std::fs::remove_dir_all(kept);
 }
 
 /// JPEG (`jpeg-wan-compression=always`): decoders differ in IDCT rounding,

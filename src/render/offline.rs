@@ -34,6 +34,9 @@ pub enum OfflineError {
     /// The PNG could not be written.
     #[error("writing PNG: {0}")]
     Png(String),
+    /// The MP4 could not be written.
+    #[error("writing MP4: {0}")]
+    Video(String),
 }
 
 /// Finds the pcap of display channel `display` in a session folder (or
@@ -78,7 +81,27 @@ pub fn render_pcap(
     channel_type: Option<ChannelType>,
     until: Until,
 ) -> Result<(Surface, RenderStats), OfflineError> {
+    render_pcap_frames(pcap, channel_type, until, None).map(|(s, st, _)| (s, st))
+}
+
+/// Called with the capture time (since the first message) and the primary
+/// surface after a change.
+pub type OnChange<'a> = dyn FnMut(Duration, &Surface) + 'a;
+
+/// As [`render_pcap`], calling `on_change` with the capture time (since the
+/// first message) and the primary surface after every message that changed
+/// it; returns the time of the last message too.
+///
+/// # Errors
+/// As [`render_pcap`].
+pub fn render_pcap_frames(
+    pcap: &Path,
+    channel_type: Option<ChannelType>,
+    until: Until,
+    mut on_change: Option<&mut OnChange<'_>>,
+) -> Result<(Surface, RenderStats, Duration), OfflineError> {
     let replay = replay::read(pcap, channel_type)?;
+    let mut last = Duration::ZERO;
     let mut renderer = DisplayRenderer::new();
     let start = replay.messages.first().map(|m| m.at);
     for m in &replay.messages {
@@ -94,7 +117,13 @@ pub fn render_pcap(
         if m.header.sub_list != 0 {
             apply_sub_list(&mut renderer, &m.body, m.header.sub_list);
         }
-        renderer.server_message(m.header.msg_type, &m.body);
+        let ev = renderer.server_message(m.header.msg_type, &m.body);
+        last = start.map_or(Duration::ZERO, |s| m.at.saturating_sub(s));
+        if ev != super::renderer::RenderEvent::None
+            && let (Some(f), Some(surface)) = (on_change.as_deref_mut(), renderer.primary())
+        {
+            f(last, surface);
+        }
         if let Until::Mark(n) = until
             && renderer.stats.marks >= n
         {
@@ -102,7 +131,50 @@ pub fn render_pcap(
         }
     }
     let surface = renderer.primary().cloned().ok_or(OfflineError::NoSurface)?;
-    Ok((surface, renderer.stats))
+    Ok((surface, renderer.stats, last))
+}
+
+/// Renders a display pcap into an MP4 at `mp4` (and the primary surface at
+/// the end), frames timed by the capture timestamps.
+///
+/// # Errors
+/// [`OfflineError`] from rendering, or [`OfflineError::Video`].
+pub fn render_pcap_mp4(
+    pcap: &Path,
+    channel_type: Option<ChannelType>,
+    until: Until,
+    mp4: &Path,
+    config: crate::video::VideoConfig,
+) -> Result<(Surface, RenderStats, crate::video::VideoReport), OfflineError> {
+    let video_err = |e: crate::video::VideoError| OfflineError::Video(e.to_string());
+    let dir = mp4.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let stem = mp4.file_stem().and_then(|s| s.to_str()).ok_or_else(|| OfflineError::Video("bad MP4 name".into()))?;
+    let config = crate::video::VideoConfig { realtime: false, ..config };
+    let interval = config.min_interval();
+    let rec = crate::video::VideoRecorder::start(dir, stem, config).map_err(video_err)?;
+    let mut last_frame: Option<Duration> = None;
+    let mut pending: Option<(Duration, Surface)> = None;
+    let push = |at: Duration, s: &Surface| {
+        if let Ok(f) = crate::video::Frame::new(at, s.width, s.height, s.data.clone()) {
+            rec.push(f);
+        }
+    };
+    let mut on_change = |at: Duration, s: &Surface| {
+        if last_frame.is_none_or(|t| at.saturating_sub(t) >= interval) {
+            push(at, s);
+            last_frame = Some(at);
+            pending = None;
+        } else {
+            pending = Some((at, s.clone()));
+        }
+    };
+    let (surface, stats, end) = render_pcap_frames(pcap, channel_type, until, Some(&mut on_change))?;
+    if let Some((at, s)) = pending.take() {
+        push(at.max(last_frame.unwrap_or_default() + interval), &s);
+    }
+    let end = end.max(last_frame.unwrap_or_default() + interval);
+    let report = rec.finish_at(end).map_err(video_err)?;
+    Ok((surface, stats, report))
 }
 
 /// Applies the sub-messages a full header's `sub_list` points at
