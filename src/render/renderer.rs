@@ -361,7 +361,7 @@ impl DisplayRenderer {
             }
             DisplayMessage::StreamCreate { surface_id, id, flags, codec, src_width, src_height, dest, clip } => {
                 *self.stats.streams.entry(codec_name(codec)).or_insert(0) += 1;
-                if codec != super::stream::CODEC_MJPEG {
+                if !super::stream::decodable(codec) {
                     self.unsupported(format!("{} stream", codec_name(codec)));
                 }
                 self.streams.insert(id, Stream::new(surface_id, flags, codec, (src_width, src_height), dest, clip));
@@ -371,7 +371,7 @@ impl DisplayRenderer {
                 let Some(stream) = self.streams.get_mut(&id) else {
                     return Err(ImageError::Unsupported(format!("data for unknown stream {id}")));
                 };
-                if stream.codec != super::stream::CODEC_MJPEG {
+                if !super::stream::decodable(stream.codec) {
                     return Ok(RenderEvent::None);
                 }
                 let (size, dest) = match sized {
@@ -382,7 +382,7 @@ impl DisplayRenderer {
                     None => ((stream.src_width, stream.src_height), stream.dest),
                 };
                 let data = &body[data_at..data_at + data_len];
-                let frame = stream.decode(data, size, &dest)?;
+                let Some(frame) = stream.decode(data, size, &dest)? else { return Ok(RenderEvent::None) };
                 let (surface_id, clip) = (stream.surface_id, stream.clip.clone());
                 let Some(surface) = self.surfaces.get_mut(&surface_id) else {
                     return Err(ImageError::MissingSurface(surface_id));
