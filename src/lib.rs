@@ -20,6 +20,7 @@
 //!   conversation in pcap form, `session.json`, and replay of pcaps.
 //! - [`render`]: the shadow renderer (display messages, images and their
 //!   codecs, canvas, streams), live per session or offline from pcaps.
+//! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`tls`]: certificates and rustls configurations for both legs;
 //!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
 //! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
