@@ -2,11 +2,12 @@
 //!
 //! It plays both ends of one SPICE display-channel connection on loopback so
 //! that a relay (socat, haproxy, `spicetap proxy`, ...) can be placed between
-//! them. It uses only `std` (no dependency on the spicetap library or any
-//! crate), so it can even be built with plain `rustc -O`.
+//! them. It does not use the spicetap library; besides `std` it needs only
+//! `rustls` (ring provider, blocking `StreamOwned` over std `TcpStream`), for
+//! the optional TLS on either end. Plain TCP is the default.
 //!
 //! ```text
-//!  spice_loadgen client ──TCP──▶ relay under test ──TCP──▶ spice_loadgen server
+//!  spice_loadgen client ──TCP or TLS──▶ relay under test ──TCP or TLS──▶ spice_loadgen server
 //! ```
 //!
 //! # Wire layout (little-endian, as in spice-protocol `spice/protocol.h`)
@@ -39,9 +40,10 @@
 //! ```text
 //! spice_loadgen server [--listen 127.0.0.1:0] [--ready-file F] [--connections K]
 //!                      [--bytes N] [--msg-size M] [--rate R]
+//!                      [--tls-cert FILE --tls-key FILE]
 //! spice_loadgen client --connect ADDR [--bytes N] [--msg-size M]
 //!                      [--relay-pid PID]... [--server-pid PID] [--clk-tck HZ]
-//!                      [--settle SECS]
+//!                      [--settle SECS] [--tls-ca FILE]
 //! spice_loadgen free-port
 //! ```
 //!
@@ -68,14 +70,36 @@
 //!   requested.
 //! * `free-port` prints a currently free loopback TCP port.
 //!
+//! # TLS
+//!
+//! * `server --tls-cert FILE --tls-key FILE` (PEM: certificate chain, leaf
+//!   first; PKCS#8, PKCS#1 or SEC1 key) makes every connection TLS (rustls
+//!   defaults: TLS 1.3 or 1.2, the client's suite order). After each
+//!   handshake the server prints `tls VERSION SUITE` (e.g.
+//!   `tls TLSv1_3 TLS13_AES_256_GCM_SHA384`) on stdout.
+//! * `client --tls-ca FILE` connects with TLS, trusting only the CA
+//!   certificate(s) in FILE and checking the certificate against the host of
+//!   `--connect` (an IP address such as 127.0.0.1 must be an IP SAN). Its JSON
+//!   gains `"tls":"VERSION SUITE"` (`null` without TLS). It ends the stream
+//!   with a TLS close_notify before closing.
+//!
+//! The link stage and the message stream are the same with and without TLS.
+//! Both ends read the TLS socket through a 256 KiB buffer (rustls on its own
+//! reads 4 KiB at a time), so the loadgen's share of the CPU stays small.
+//!
 //! Sizes and rates accept a binary suffix: `K`, `M`, `G` (e.g. `--bytes 2G`,
 //! `--rate 200M` = 200 × 2^20 bytes/s).
 
 use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, CommonState, RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 
 const SPICE_MAGIC: u32 = 0x5144_4552; // "REDQ"
 const SPICE_VERSION_MAJOR: u32 = 2;
@@ -98,6 +122,11 @@ const WRITE_CHUNK: usize = 1 << 20;
 const READ_BUF: usize = 1 << 20;
 const DEFAULT_BYTES: u64 = 2 << 30;
 const DEFAULT_MSG_SIZE: usize = 65536;
+/// Read buffer under rustls (which asks the socket for 4 KiB at a time).
+const TLS_READ_BUF: usize = 256 << 10;
+/// Most TLS bytes rustls buffers for sending (its default is 64 KiB): lets
+/// the server hand ~1 MiB of records to the kernel per write, as in plain TCP.
+const TLS_SEND_BUFFER: usize = 2 << 20;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -114,6 +143,9 @@ struct Opts {
     settle: f64,
     /// Server pacing, bytes per second; 0 = unpaced.
     rate: u64,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_ca: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -157,6 +189,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         clk_tck: 100.0,
         settle: 0.0,
         rate: 0,
+        tls_cert: None,
+        tls_key: None,
+        tls_ca: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -173,6 +208,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--clk-tck" => o.clk_tck = value()?.parse()?,
             "--settle" => o.settle = value()?.parse()?,
             "--rate" => o.rate = parse_size(value()?)?,
+            "--tls-cert" => o.tls_cert = Some(value()?.clone()),
+            "--tls-key" => o.tls_key = Some(value()?.clone()),
+            "--tls-ca" => o.tls_ca = Some(value()?.clone()),
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
@@ -185,6 +223,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
     }
     if o.bytes == 0 {
         return Err("--bytes must be > 0".into());
+    }
+    if o.tls_cert.is_some() != o.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
     }
     Ok(o)
 }
@@ -204,7 +245,7 @@ fn link_header(size: u32) -> Vec<u8> {
 }
 
 /// Reads a `SpiceLinkHeader` and the body it announces.
-fn read_link(s: &mut TcpStream, what: &str) -> Result<Vec<u8>> {
+fn read_link(s: &mut impl Read, what: &str) -> Result<Vec<u8>> {
     let mut hdr = [0u8; LINK_HEADER_SIZE];
     s.read_exact(&mut hdr)?;
     let (magic, major, size) = (le32(&hdr, 0), le32(&hdr, 4), le32(&hdr, 12));
@@ -231,12 +272,30 @@ fn server(o: &Opts) -> Result<()> {
         std::fs::write(&tmp, &addr)?;
         std::fs::rename(&tmp, path)?;
     }
+    let tls = match (&o.tls_cert, &o.tls_key) {
+        (Some(cert), Some(key)) => Some(server_tls_config(cert, key)?),
+        _ => None,
+    };
     let stream = build_stream_buffer(o.msg_size);
     let mut served = 0u64;
     for conn in listener.incoming() {
-        match conn.map_err(Into::into).and_then(|s| serve(s, o, &stream)) {
-            Ok(()) => {}
-            Err(e) => eprintln!("spice_loadgen server: connection failed: {e}"),
+        let result = conn.map_err(Into::into).and_then(|tcp| match &tls {
+            None => serve(tcp, o, &stream, |_| {}),
+            Some(config) => {
+                let mut conn = ServerConnection::new(config.clone())?;
+                conn.set_buffer_limit(Some(TLS_SEND_BUFFER));
+                let mut s = StreamOwned::new(conn, Sock::new(tcp));
+                let result = serve(&mut s, o, &stream, |s| {
+                    println!("tls {}", tls_description(&s.conn));
+                });
+                // Answer the client's close_notify (harmless if the peer is gone).
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                result
+            }
+        });
+        if let Err(e) = result {
+            eprintln!("spice_loadgen server: connection failed: {e}");
         }
         served += 1;
         if o.connections != 0 && served >= o.connections {
@@ -257,7 +316,9 @@ fn build_stream_buffer(msg_size: usize) -> Vec<u8> {
     msg.repeat(count)
 }
 
-fn serve(mut s: TcpStream, o: &Opts, buf: &[u8]) -> Result<()> {
+/// Serves one connection; `linked` runs once the link stage is over (with
+/// TLS, the handshake is then complete).
+fn serve<S: Read + Write>(mut s: S, o: &Opts, buf: &[u8], linked: impl FnOnce(&S)) -> Result<()> {
     // Link stage.
     let mess = read_link(&mut s, "client link")?;
     if mess.len() < LINK_MESS_SIZE as usize || mess[4] != SPICE_CHANNEL_DISPLAY {
@@ -276,6 +337,8 @@ fn serve(mut s: TcpStream, o: &Opts, buf: &[u8]) -> Result<()> {
         return Err(format!("client chose auth mechanism {}", le32(&auth, 0)).into());
     }
     s.write_all(&0u32.to_le_bytes())?; // link result = SPICE_LINK_ERR_OK
+    s.flush()?;
+    linked(&s);
 
     // Message stream, whole messages per write, paced with --rate.
     let per_buf = (buf.len() / o.msg_size) as u64;
@@ -297,22 +360,78 @@ fn serve(mut s: TcpStream, o: &Opts, buf: &[u8]) -> Result<()> {
         left -= n;
     }
 
+    s.flush()?;
+
     // Keep the connection (and so the relay's) open until the client is done.
+    // A TLS peer that closes without close_notify ends the wait as well.
     let mut sink = [0u8; 4096];
-    while s.read(&mut sink)? > 0 {}
-    Ok(())
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 // ---------------------------------------------------------------- client --
 
 fn client(o: &Opts) -> Result<()> {
     let addr = o.connect.as_deref().ok_or("client needs --connect ADDR")?;
-    let (_, total) = plan(o);
+    let tls = match &o.tls_ca {
+        Some(ca) => Some((client_tls_config(ca)?, server_name_of(addr)?)),
+        None => None,
+    };
     let self_pid = std::process::id();
     let server_pids: Vec<u32> = o.server_pid.into_iter().collect();
-    let cpu0 = [cpu_ticks(&o.relay_pids), cpu_ticks(&server_pids), cpu_ticks(&[self_pid])];
+    let sample = || [cpu_ticks(&o.relay_pids), cpu_ticks(&server_pids), cpu_ticks(&[self_pid])];
+    let cpu0 = sample();
 
-    let mut s = TcpStream::connect(addr)?;
+    let tcp = TcpStream::connect(addr)?;
+    let (got, seconds, cpu1, tls_info) = match tls {
+        None => {
+            let mut s = tcp;
+            let (got, seconds) = transfer(&mut s, o)?;
+            std::thread::sleep(Duration::from_secs_f64(o.settle));
+            let cpu1 = sample();
+            let _ = s.shutdown(Shutdown::Both);
+            (got, seconds, cpu1, None)
+        }
+        Some((config, name)) => {
+            let mut s = StreamOwned::new(ClientConnection::new(config, name)?, Sock::new(tcp));
+            let (got, seconds) = transfer(&mut s, o)?;
+            std::thread::sleep(Duration::from_secs_f64(o.settle));
+            let cpu1 = sample();
+            let info = tls_description(&s.conn);
+            s.conn.send_close_notify();
+            let _ = s.flush();
+            let _ = s.sock.get_ref().shutdown(Shutdown::Both);
+            (got, seconds, cpu1, Some(info))
+        }
+    };
+
+    let cpu = |i: usize, wanted: bool| match (wanted, cpu0[i], cpu1[i]) {
+        (true, Some(a), Some(b)) => format!("{:.3}", b.saturating_sub(a) as f64 / o.clk_tck),
+        _ => "null".into(),
+    };
+    println!(
+        "{{\"bytes\":{got},\"msg_size\":{},\"seconds\":{seconds:.4},\"gbps\":{:.4},\
+         \"relay_cpu_s\":{},\"server_cpu_s\":{},\"client_cpu_s\":{},\"tls\":{}}}",
+        o.msg_size,
+        got as f64 / seconds / 1e9,
+        cpu(0, !o.relay_pids.is_empty()),
+        cpu(1, o.server_pid.is_some()),
+        cpu(2, true),
+        tls_info.map_or("null".into(), |t| format!("\"{t}\"")),
+    );
+    Ok(())
+}
+
+/// Link stage, then the whole message stream (checked); returns the stream
+/// bytes and the seconds from link completion to the last byte.
+fn transfer<S: Read + Write>(s: &mut S, o: &Opts) -> Result<(u64, f64)> {
+    let (_, total) = plan(o);
     let mut hello = link_header(LINK_MESS_SIZE + 4);
     hello.extend_from_slice(&0u32.to_le_bytes()); // connection_id
     hello.extend_from_slice(&[SPICE_CHANNEL_DISPLAY, 0]); // channel_type, channel_id
@@ -320,13 +439,15 @@ fn client(o: &Opts) -> Result<()> {
         hello.extend_from_slice(&v.to_le_bytes());
     }
     s.write_all(&hello)?;
-    let reply = read_link(&mut s, "server link")?;
+    s.flush()?;
+    let reply = read_link(s, "server link")?;
     if reply.len() < LINK_REPLY_SIZE as usize || le32(&reply, 0) != 0 {
         return Err("server link: bad or failed SpiceLinkReply".into());
     }
     let mut auth = AUTH_MECHANISM_SPICE.to_le_bytes().to_vec();
     auth.extend_from_slice(&[0xA5; TICKET_SIZE]);
     s.write_all(&auth)?;
+    s.flush()?;
     let mut result = [0u8; 4];
     s.read_exact(&mut result)?;
     if u32::from_le_bytes(result) != 0 {
@@ -346,25 +467,7 @@ fn client(o: &Opts) -> Result<()> {
         checker.feed(&buf[..n])?;
         got += n as u64;
     }
-    let seconds = start.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_secs_f64(o.settle));
-    let cpu1 = [cpu_ticks(&o.relay_pids), cpu_ticks(&server_pids), cpu_ticks(&[self_pid])];
-    let _ = s.shutdown(Shutdown::Both);
-
-    let cpu = |i: usize, wanted: bool| match (wanted, cpu0[i], cpu1[i]) {
-        (true, Some(a), Some(b)) => format!("{:.3}", b.saturating_sub(a) as f64 / o.clk_tck),
-        _ => "null".into(),
-    };
-    println!(
-        "{{\"bytes\":{got},\"msg_size\":{},\"seconds\":{seconds:.4},\"gbps\":{:.4},\
-         \"relay_cpu_s\":{},\"server_cpu_s\":{},\"client_cpu_s\":{}}}",
-        o.msg_size,
-        got as f64 / seconds / 1e9,
-        cpu(0, !o.relay_pids.is_empty()),
-        cpu(1, o.server_pid.is_some()),
-        cpu(2, true),
-    );
-    Ok(())
+    Ok((got, start.elapsed().as_secs_f64()))
 }
 
 /// Verifies the mini-header framing across arbitrary read boundaries.
@@ -402,6 +505,91 @@ impl MiniHeaderChecker {
             data = &data[n..];
         }
         Ok(())
+    }
+}
+
+// ------------------------------------------------------------------- tls --
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn server_tls_config(cert: &str, key: &str) -> Result<Arc<ServerConfig>> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("{cert}: {e}"))?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| format!("{cert}: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{cert}: no certificate").into());
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    let config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+fn client_tls_config(ca: &str) -> Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{ca}: {e}"))? {
+        roots.add(cert.map_err(|e| format!("{ca}: {e}"))?)?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{ca}: no certificate").into());
+    }
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The host part of `host:port` / `[v6]:port` as a TLS server name.
+fn server_name_of(addr: &str) -> Result<ServerName<'static>> {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    Ok(ServerName::try_from(host.to_string()).map_err(|e| format!("TLS server name {host:?}: {e}"))?)
+}
+
+/// `VERSION SUITE`, e.g. `TLSv1_3 TLS13_AES_256_GCM_SHA384`.
+fn tls_description(c: &CommonState) -> String {
+    let version = c.protocol_version().map_or("?".into(), |v| format!("{v:?}"));
+    let suite = c.negotiated_cipher_suite().map_or("?".into(), |s| format!("{:?}", s.suite()));
+    format!("{version} {suite}")
+}
+
+/// A TCP stream read through a large buffer; writes (vectored too, as
+/// rustls sends records) go straight to the socket.
+struct Sock(BufReader<TcpStream>);
+
+impl Sock {
+    fn new(tcp: TcpStream) -> Self {
+        Self(BufReader::with_capacity(TLS_READ_BUF, tcp))
+    }
+
+    fn get_ref(&self) -> &TcpStream {
+        self.0.get_ref()
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.get_mut().write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.get_mut().flush()
     }
 }
 
