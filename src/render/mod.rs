@@ -19,3 +19,14 @@ pub mod quic;
 pub mod renderer;
 pub mod stream;
 pub mod video_sink;
+
+/// Helpers shared by the codec tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use sha2::{Digest, Sha256};
+
+    /// SHA-256 of `data` as lowercase hex (fixture checks).
+    pub(crate) fn sha256_hex(data: &[u8]) -> String {
+        Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
