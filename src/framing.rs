@@ -161,6 +161,46 @@ impl Framer {
     }
 }
 
+/// Whole messages out of a stream cut anywhere: a [`Framer`] plus the body
+/// of the message in progress (at most [`MAX_MESSAGE_SIZE`] bytes). For
+/// consumers that need bodies (the renderer, replay), not the relay.
+#[derive(Debug, Clone)]
+pub struct MessageAssembler {
+    framer: Framer,
+    current: Option<(MessageHeader, Vec<u8>)>,
+}
+
+impl MessageAssembler {
+    /// An assembler for headers of `kind`.
+    pub fn new(kind: HeaderKind) -> Self {
+        Self { framer: Framer::new(kind), current: None }
+    }
+
+    /// Feeds a chunk; returns the messages it completed, in order.
+    ///
+    /// # Errors
+    /// [`FramingError`] as [`Framer::feed`].
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<(MessageHeader, Vec<u8>)>, FramingError> {
+        let mut done = Vec::new();
+        let current = &mut self.current;
+        self.framer.feed(chunk, |f| match f {
+            // Grows with the body actually received, not the size announced.
+            Frame::Header(h) => *current = Some((h, Vec::with_capacity(h.size.min(1 << 20) as usize))),
+            Frame::Body(b) => {
+                if let Some((_, body)) = current {
+                    body.extend_from_slice(b);
+                }
+            }
+            Frame::End { .. } => {
+                if let Some(m) = current.take() {
+                    done.push(m);
+                }
+            }
+        })?;
+        Ok(done)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +313,19 @@ mod tests {
                 frame_all(HeaderKind::Mini, QEMU_DISPLAY_S2C, &[a, a + (a % 13).min(QEMU_DISPLAY_S2C.len() - a)]),
                 whole
             );
+        }
+    }
+
+    #[test]
+    fn assembler_returns_whole_messages_at_any_cut() {
+        let whole = frame_all(HeaderKind::Mini, QEMU_DISPLAY_S2C, &[]);
+        for cut in (1..QEMU_DISPLAY_S2C.len()).step_by(13) {
+            let mut a = MessageAssembler::new(HeaderKind::Mini);
+            let mut got = a.feed(&QEMU_DISPLAY_S2C[..cut]).unwrap();
+            got.extend(a.feed(&QEMU_DISPLAY_S2C[cut..]).unwrap());
+            let got: Vec<_> = got.iter().map(|(h, b)| (h.msg_type, b.clone())).collect();
+            let want: Vec<_> = whole.iter().map(|(t, b, _)| (*t, b.clone())).collect();
+            assert_eq!(got, want, "cut {cut}");
         }
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use pcap_file::pcap::PcapReader;
 use thiserror::Error;
 
-use crate::framing::{Frame, Framer, MessageHeader};
+use crate::framing::{MessageAssembler, MessageHeader};
 use crate::link::{HeaderKind, LinkHeader, LinkMess, LinkReply, auth_selection};
 use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_TICKET_BYTES};
 
@@ -111,29 +111,14 @@ pub fn read(path: &Path, channel_type: Option<ChannelType>) -> Result<Replay, Re
     // Frame both directions, attributing each message to the segment that
     // completed it, then order by segment.
     let mut messages = Vec::new();
-    let mut framers = [Framer::new(header_kind), Framer::new(header_kind)];
-    let mut current: [Option<(MessageHeader, Vec<u8>)>; 2] = [None, None];
+    let mut assemblers = [MessageAssembler::new(header_kind), MessageAssembler::new(header_kind)];
     for (at, dir, start, end) in order {
         let i = dir.index();
         let from = start.max(skip[i]);
         if from >= end {
             continue;
         }
-        let chunk = &streams[i][from..end];
-        let mut done = Vec::new();
-        framers[i].feed(chunk, |f| match f {
-            Frame::Header(h) => current[i] = Some((h, Vec::new())),
-            Frame::Body(b) => {
-                if let Some((_, body)) = &mut current[i] {
-                    body.extend_from_slice(b);
-                }
-            }
-            Frame::End { .. } => {
-                if let Some((header, body)) = current[i].take() {
-                    done.push((header, body));
-                }
-            }
-        })?;
+        let done = assemblers[i].feed(&streams[i][from..end])?;
         messages.extend(done.into_iter().map(|(header, body)| ReplayMessage { at, dir, header, body }));
     }
     Ok(Replay { channel_type, header_kind, messages })

@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use super::canvas::Surface;
 use super::renderer::{DisplayRenderer, RenderEvent, RenderStats, Shared};
 use crate::capture::{CaptureEvent, CaptureSink, ChannelKey};
-use crate::framing::{Frame, Framer, MessageHeader};
+use crate::framing::MessageAssembler;
 use crate::link::HeaderKind;
 use crate::protocol::Direction;
 
@@ -156,8 +156,7 @@ pub fn spawn(
 
 struct Channel {
     channel_id: u8,
-    framers: Option<[Framer; 2]>,
-    partial: [Option<(MessageHeader, Vec<u8>)>; 2],
+    assemblers: Option<[MessageAssembler; 2]>,
     renderer: DisplayRenderer,
     /// The primary surface changed since the last frame handed on.
     dirty: bool,
@@ -211,19 +210,12 @@ impl RenderThread {
         match ev {
             Input::Open { key, channel_id } => {
                 let renderer = DisplayRenderer::with_shared(self.shared.clone());
-                let ch = Channel {
-                    channel_id,
-                    framers: None,
-                    partial: [None, None],
-                    renderer,
-                    dirty: false,
-                    last_frame: None,
-                };
+                let ch = Channel { channel_id, assemblers: None, renderer, dirty: false, last_frame: None };
                 self.channels.insert(key, ch);
             }
             Input::Link { key, kind } => {
                 if let (Some(ch), Some(kind)) = (self.channels.get_mut(&key), kind) {
-                    ch.framers = Some([Framer::new(kind), Framer::new(kind)]);
+                    ch.assemblers = Some([MessageAssembler::new(kind), MessageAssembler::new(kind)]);
                 }
             }
             Input::Data { key, dir, at, bytes } => {
@@ -287,25 +279,8 @@ impl RenderThread {
 
 /// Assembles whole messages from a chunk and applies them.
 fn feed(ch: &mut Channel, dir: Direction, _at: SystemTime, bytes: &[u8]) -> Result<(), String> {
-    let Some(framers) = &mut ch.framers else { return Ok(()) };
-    let i = dir.index();
-    let mut done = Vec::new();
-    let partial = &mut ch.partial[i];
-    framers[i]
-        .feed(bytes, |f| match f {
-            Frame::Header(h) => *partial = Some((h, Vec::with_capacity(h.size.min(1 << 20) as usize))),
-            Frame::Body(b) => {
-                if let Some((_, body)) = partial {
-                    body.extend_from_slice(b);
-                }
-            }
-            Frame::End { .. } => {
-                if let Some(m) = partial.take() {
-                    done.push(m);
-                }
-            }
-        })
-        .map_err(|e| e.to_string())?;
+    let Some(assemblers) = &mut ch.assemblers else { return Ok(()) };
+    let done = assemblers[dir.index()].feed(bytes).map_err(|e| e.to_string())?;
     for (header, body) in done {
         if dir == Direction::ClientToServer {
             ch.renderer.client_message(header.msg_type, &body);
