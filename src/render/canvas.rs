@@ -171,6 +171,32 @@ impl Surface {
         }
     }
 
+    /// As [`Self::blit`] with a plain copy, except that source pixels whose
+    /// RGB equals `key`'s are left out (spice-common `pixman_utils.c`
+    /// colour-key blit).
+    pub fn blit_colorkey(&mut self, region: &[Rect], src: &Pixels, dx: i64, dy: i64, key: u32) {
+        let w = self.width as usize;
+        let key = key & 0x00ff_ffff;
+        for r in region {
+            for y in r.top..r.bottom {
+                let sy = i64::from(y) + dy;
+                if sy < 0 || sy >= i64::from(src.height) {
+                    continue;
+                }
+                for x in r.left..r.right {
+                    let sx = i64::from(x) + dx;
+                    if sx < 0 || sx >= i64::from(src.width) {
+                        continue;
+                    }
+                    let s = src.data[sy as usize * src.width as usize + sx as usize];
+                    if s & 0x00ff_ffff != key {
+                        self.data[y as usize * w + x as usize] = s;
+                    }
+                }
+            }
+        }
+    }
+
     /// Fills `region` with `color` under `rop` (brush as the source).
     pub fn fill(&mut self, region: &[Rect], color: u32, rop: Rop) {
         let w = self.width as usize;
@@ -269,5 +295,15 @@ mod tests {
         let src = px(1, 1, vec![9]);
         s.blit(&region, &src, 100, 100, Rop::PUT);
         assert_eq!(s.data, [7; 4]);
+    }
+
+    #[test]
+    fn colorkey_blit_skips_the_key_colour() {
+        let mut s = Surface::new(3, 1, 32);
+        s.data = vec![7, 7, 7];
+        let src = px(3, 1, vec![0xff00_00ff, 5, 0x0000_00ff]);
+        let region = s.region(&Rect { top: 0, left: 0, bottom: 1, right: 3 }, &Clip::None);
+        s.blit_colorkey(&region, &src, 0, 0, 0x0000_00ff);
+        assert_eq!(s.data, [7, 5, 7], "the key matches on RGB only");
     }
 }

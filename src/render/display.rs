@@ -15,6 +15,7 @@
 //! DRAW_OPAQUE     base, src_bitmap Image*, src_area Rect, brush Brush, rop_descriptor u16, scale_mode u8, mask
 //! DRAW_FILL       base, brush Brush, rop_descriptor u16, mask QMask
 //! DRAW_BLACKNESS/WHITENESS/INVERS  base, mask QMask
+//! DRAW_TRANSPARENT base, src_bitmap Image*, src_area Rect, src_color u32, true_color u32
 //! COPY_BITS       base, src_pos Point
 //! SURFACE_CREATE  surface_id u32, width u32, height u32, format u32, flags u32 (1 PRIMARY)
 //! SURFACE_DESTROY surface_id u32
@@ -280,6 +281,18 @@ pub enum DisplayMessage {
         /// Source and operation.
         copy: Copy,
     },
+    /// `SPICE_MSG_DISPLAY_DRAW_TRANSPARENT`: copy, except source pixels of
+    /// `true_color`.
+    Transparent {
+        /// Target and clip.
+        base: DisplayBase,
+        /// Offset of the source image in the body.
+        src_bitmap: u32,
+        /// Source rectangle.
+        src_area: Rect,
+        /// The transparent colour in 32-bit xRGB.
+        true_color: u32,
+    },
     /// `SPICE_MSG_DISPLAY_DRAW_FILL`.
     Fill {
         /// Target and clip.
@@ -399,6 +412,14 @@ pub fn parse(msg_type: u16, body: &[u8]) -> Result<DisplayMessage, DisplayError>
                 base,
                 copy: Copy { src_bitmap, src_area, brush, rop_descriptor, scale_mode, mask },
             }
+        }
+        msg::DRAW_TRANSPARENT => {
+            let base = DisplayBase::read(&mut r)?;
+            let src_bitmap = r.u32()?;
+            let src_area = Rect::read(&mut r)?;
+            let _src_color = r.u32()?;
+            let true_color = r.u32()?;
+            DisplayMessage::Transparent { base, src_bitmap, src_area, true_color }
         }
         msg::DRAW_FILL => {
             let base = DisplayBase::read(&mut r)?;

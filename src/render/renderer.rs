@@ -257,8 +257,11 @@ impl DisplayRenderer {
                 Ok(RenderEvent::None)
             }
             DisplayMessage::Copy { msg_type, base, copy } => {
-                if msg_type != msg::DRAW_COPY {
-                    self.unsupported(format!("message {msg_type}"));
+                // spice-common draws DRAW_BLEND exactly as DRAW_COPY
+                // (canvas_base.c: "copy and blend are the same"); DRAW_OPAQUE
+                // also has a brush.
+                if msg_type == msg::DRAW_OPAQUE {
+                    self.unsupported("SPICE_MSG_DISPLAY_DRAW_OPAQUE".into());
                 }
                 if copy.mask.bitmap != 0 {
                     self.unsupported("mask".into());
@@ -283,6 +286,31 @@ impl DisplayRenderer {
                 let dx = i64::from(copy.src_area.left) - i64::from(base.bbox.left);
                 let dy = i64::from(copy.src_area.top) - i64::from(base.bbox.top);
                 surface.blit(&region, &pixels, dx, dy, rop);
+                self.stats.draws += 1;
+                Ok(self.drawn_on(base.surface_id))
+            }
+            DisplayMessage::Transparent { base, src_bitmap, src_area, true_color } => {
+                if let Some(t) = image::descriptor_type(body, src_bitmap) {
+                    *self.stats.images.entry(image::type_name(t).into_owned()).or_insert(0) += 1;
+                }
+                let pixels = {
+                    let mut shared = self.shared.borrow_mut();
+                    let shared = &mut *shared;
+                    let mut src =
+                        Sources { caches: &mut shared.caches, surfaces: &self.surfaces, glz: &mut shared.glz };
+                    image::decode(body, src_bitmap, &mut src)?
+                };
+                if src_area.width() != base.bbox.width() || src_area.height() != base.bbox.height() {
+                    self.unsupported("scaled transparent draw".into());
+                    return Ok(RenderEvent::None);
+                }
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
+                let region = surface.region(&base.bbox, &base.clip);
+                let dx = i64::from(src_area.left) - i64::from(base.bbox.left);
+                let dy = i64::from(src_area.top) - i64::from(base.bbox.top);
+                surface.blit_colorkey(&region, &pixels, dx, dy, true_color);
                 self.stats.draws += 1;
                 Ok(self.drawn_on(base.surface_id))
             }
@@ -437,5 +465,81 @@ impl DisplayRenderer {
 
     fn drawn_on(&self, surface_id: u32) -> RenderEvent {
         if Some(surface_id) == self.primary { RenderEvent::Drawn } else { RenderEvent::None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn surface_create(w: u32, h: u32) -> Vec<u8> {
+        [0u32, w, h, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// DisplayBase (surface 0, box 0,0-w,h, no clip) + source image pointer
+    /// and area, then `tail`, then a 32-bit top-down bitmap image.
+    fn draw_with_bitmap(w: u32, h: u32, tail: &[u8], pixels: &[u32]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for v in [0i32, 0, h as i32, w as i32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.push(0);
+        let ptr_at = b.len();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for v in [0i32, 0, h as i32, w as i32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(tail);
+        let image_at = b.len() as u32;
+        b[ptr_at..ptr_at + 4].copy_from_slice(&image_at.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&[0, 0]); // BITMAP, no flags
+        b.extend_from_slice(&w.to_le_bytes());
+        b.extend_from_slice(&h.to_le_bytes());
+        b.extend_from_slice(&[8, 4]); // 32BIT, TOP_DOWN
+        b.extend_from_slice(&w.to_le_bytes());
+        b.extend_from_slice(&h.to_le_bytes());
+        b.extend_from_slice(&(w * 4).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for p in pixels {
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn blend_draws_as_copy_and_transparent_skips_its_colour() {
+        let mut r = DisplayRenderer::new();
+        assert_eq!(r.server_message(msg::SURFACE_CREATE, &surface_create(2, 1)), RenderEvent::Drawn);
+        // DRAW_BLEND with OP_PUT: rop u16, scale u8, mask (flags u8, pos, bitmap u32).
+        let mut tail = (super::super::canvas::ropd::OP_PUT).to_le_bytes().to_vec();
+        tail.push(1);
+        tail.extend_from_slice(&[0; 13]);
+        let blend = draw_with_bitmap(2, 1, &tail, &[0x112233, 0x445566]);
+        assert_eq!(r.server_message(msg::DRAW_BLEND, &blend), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0x112233, 0x445566]);
+        // DRAW_TRANSPARENT: src_color u32, true_color u32.
+        let mut tail = 0u32.to_le_bytes().to_vec();
+        tail.extend_from_slice(&0x00ff_00ffu32.to_le_bytes());
+        let transparent = draw_with_bitmap(2, 1, &tail, &[0x00ff_00ff, 0x0000_0001]);
+        assert_eq!(r.server_message(msg::DRAW_TRANSPARENT, &transparent), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0x112233, 0x0000_0001]);
+        assert!(r.stats.unsupported.is_empty(), "{:?}", r.stats.unsupported);
+        assert_eq!(r.stats.errors, 0, "{:?}", r.stats.error_samples);
+    }
+
+    #[test]
+    fn draws_on_missing_surfaces_and_lists_are_errors_not_panics() {
+        let mut r = DisplayRenderer::new();
+        let blend = draw_with_bitmap(2, 1, &[0x08, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[1, 2]);
+        assert_eq!(r.server_message(msg::DRAW_COPY, &blend), RenderEvent::None);
+        assert_eq!(r.stats.errors, 1);
+        // A SPICE_MSG_LIST whose offsets point nowhere.
+        let list = [2u8, 0, 0xff, 0xff, 0, 0, 4, 0, 0, 0];
+        assert_eq!(r.server_message(SPICE_MSG_LIST, &list), RenderEvent::None);
+        assert!(r.stats.errors >= 2);
+        // A surface far too large.
+        assert_eq!(r.server_message(msg::SURFACE_CREATE, &surface_create(100_000, 100_000)), RenderEvent::None);
     }
 }
