@@ -73,3 +73,9 @@ pub const MAX_SURFACE_PIXELS: u64 = 64 * 1024 * 1024;
 /// the renderer is behind: it stops for the session (a skipped message would
 /// corrupt its caches), the loss is recorded, forwarding goes on.
 pub const RENDER_QUEUE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most pixels of all surfaces of one display channel together: 128 Mi
+/// pixels (512 MiB). A server asking for more (many large off-screen
+/// surfaces) gets its surface refused by the renderer, recorded; forwarding
+/// is not affected.
+pub const MAX_DISPLAY_PIXELS: u64 = 128 * 1024 * 1024;

@@ -228,7 +228,16 @@ impl DisplayRenderer {
     fn apply(&mut self, m: DisplayMessage, body: &[u8]) -> Result<RenderEvent, ImageError> {
         match m {
             DisplayMessage::SurfaceCreate { surface_id, width, height, format, flags } => {
-                checked_pixels(width, height)?;
+                let n = checked_pixels(width, height)? as u64;
+                let others: u64 = self
+                    .surfaces
+                    .iter()
+                    .filter(|(id, _)| **id != surface_id)
+                    .map(|(_, s)| u64::from(s.width) * u64::from(s.height))
+                    .sum();
+                if others + n > crate::limits::MAX_DISPLAY_PIXELS {
+                    return Err(ImageError::BadSize { width, height });
+                }
                 let primary = flags & SURFACE_PRIMARY != 0;
                 // spice-gtk keeps the old primary (and its pixels) when a new
                 // primary has the same size (channel-display.c).
@@ -541,5 +550,42 @@ mod tests {
         assert!(r.stats.errors >= 2);
         // A surface far too large.
         assert_eq!(r.server_message(msg::SURFACE_CREATE, &surface_create(100_000, 100_000)), RenderEvent::None);
+    }
+}
+
+#[cfg(test)]
+mod hostile {
+    use super::*;
+    use crate::framing::MessageAssembler;
+    use crate::link::HeaderKind;
+
+    const QEMU_DISPLAY_S2C: &[u8] = include_bytes!("../../tests/fixtures/qemu-bios-display-s2c.bin");
+
+    /// Thousands of randomly damaged copies of a real display stream: the
+    /// renderer reports errors, never panics (peer input must not crash
+    /// the proxy).
+    #[test]
+    fn mutated_real_streams_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..1500 {
+            let mut stream = QEMU_DISPLAY_S2C.to_vec();
+            for _ in 0..1 + round % 8 {
+                let i = (next() % stream.len() as u64) as usize;
+                stream[i] = next() as u8;
+            }
+            let mut a = MessageAssembler::new(HeaderKind::Mini);
+            let mut r = DisplayRenderer::new();
+            if let Ok(msgs) = a.feed(&stream) {
+                for (h, body) in msgs {
+                    r.server_message(h.msg_type, &body);
+                }
+            }
+        }
     }
 }
