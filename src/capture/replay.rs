@@ -54,6 +54,8 @@ pub struct ReplayMessage {
 pub struct Replay {
     /// Channel type (from the link message, or as given).
     pub channel_type: ChannelType,
+    /// Channel id (from the link message; 0 without one).
+    pub channel_id: u8,
     /// Header kind used.
     pub header_kind: HeaderKind,
     /// Messages in capture order.
@@ -101,11 +103,11 @@ pub fn read(path: &Path, channel_type: Option<ChannelType>) -> Result<Replay, Re
         order.push((at, dir, start, streams[dir.index()].len()));
     }
 
-    let (channel_type, header_kind, skip) = if starts_with_link {
+    let (channel_type, channel_id, header_kind, skip) = if starts_with_link {
         link_stage(&streams)?
     } else {
         let ct = channel_type.ok_or_else(|| ReplayError::Link("no link stage: give the channel type".into()))?;
-        (ct, HeaderKind::Mini, [0, 0])
+        (ct, 0, HeaderKind::Mini, [0, 0])
     };
 
     // Frame both directions, attributing each message to the segment that
@@ -121,12 +123,12 @@ pub fn read(path: &Path, channel_type: Option<ChannelType>) -> Result<Replay, Re
         let done = assemblers[i].feed(&streams[i][from..end])?;
         messages.extend(done.into_iter().map(|(header, body)| ReplayMessage { at, dir, header, body }));
     }
-    Ok(Replay { channel_type, header_kind, messages })
+    Ok(Replay { channel_type, channel_id, header_kind, messages })
 }
 
 /// Parses the link stage at the start of both streams; returns the channel
 /// type, header kind and the stream offsets where messages begin.
-fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, HeaderKind, [usize; 2]), ReplayError> {
+fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, u8, HeaderKind, [usize; 2]), ReplayError> {
     let bad = |what: &str| ReplayError::Link(what.to_string());
     let c = &streams[0];
     let s = &streams[1];
@@ -149,7 +151,7 @@ fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, HeaderKind, [usize
         c_skip += 4;
     }
     c_skip += SPICE_TICKET_BYTES;
-    Ok((mess.channel_type, HeaderKind::negotiate(&mess.caps, &reply.caps), [c_skip, s_end + 4]))
+    Ok((mess.channel_type, mess.channel_id, HeaderKind::negotiate(&mess.caps, &reply.caps), [c_skip, s_end + 4]))
 }
 
 #[cfg(test)]

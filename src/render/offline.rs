@@ -101,10 +101,43 @@ pub fn render_pcap_frames(
     mut on_change: Option<&mut OnChange<'_>>,
 ) -> Result<(Surface, RenderStats, Duration), OfflineError> {
     let replay = replay::read(pcap, channel_type)?;
+    // The session's other display channels share the image cache and the
+    // GLZ dictionary: replay them alongside, in capture-time order.
+    let shared = super::renderer::Shared::default();
+    let mut others = Vec::new();
+    for other in sibling_display_pcaps(pcap) {
+        match replay::read(&other, None) {
+            Ok(r) if r.channel_id != replay.channel_id => others.push(r),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(pcap = %other.display(), error = %e, "other display not replayed"),
+        }
+    }
+    let mut other_renderers: Vec<DisplayRenderer> =
+        others.iter().map(|_| DisplayRenderer::with_shared(shared.clone())).collect();
+    let mut merged: Vec<(Duration, usize, usize)> = Vec::new(); // (time, source, index)
+    for (src, r) in others.iter().enumerate() {
+        merged.extend(r.messages.iter().enumerate().map(|(i, m)| (m.at, src + 1, i)));
+    }
+    merged.extend(replay.messages.iter().enumerate().map(|(i, m)| (m.at, 0, i)));
+    merged.sort_by_key(|&(at, src, i)| (at, src, i));
     let mut last = Duration::ZERO;
-    let mut renderer = DisplayRenderer::new();
+    let mut renderer = DisplayRenderer::with_shared(shared.clone());
     let start = replay.messages.first().map(|m| m.at);
-    for m in &replay.messages {
+    for (_, src, i) in merged {
+        if src > 0 {
+            let m = &others[src - 1].messages[i];
+            let r = &mut other_renderers[src - 1];
+            if m.dir == Direction::ServerToClient {
+                if m.header.sub_list != 0 {
+                    apply_sub_list(r, &m.body, m.header.sub_list);
+                }
+                r.server_message(m.header.msg_type, &m.body);
+            } else {
+                r.client_message(m.header.msg_type, &m.body);
+            }
+            continue;
+        }
+        let m = &replay.messages[i];
         if let (Until::Time(limit), Some(start)) = (until, start)
             && m.at.saturating_sub(start) > limit
         {
@@ -199,6 +232,26 @@ pub fn apply_sub_list(renderer: &mut DisplayRenderer, body: &[u8], offset: u32) 
     }
 }
 
+/// The other display channels' pcaps of the same session folder
+/// (`display-<id>.pcap`, first connection of each).
+fn sibling_display_pcaps(pcap: &Path) -> Vec<PathBuf> {
+    let Some(dir) = pcap.parent() else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p != pcap)
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.strip_prefix("display-")
+                    .and_then(|r| r.strip_suffix(".pcap"))
+                    .is_some_and(|id| id.parse::<u8>().is_ok())
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Writes the surface's RGB as an 8-bit PNG.
 ///
 /// # Errors
@@ -212,4 +265,83 @@ pub fn write_png(surface: &Surface, path: &Path) -> Result<(), OfflineError> {
     let rgb: Vec<u8> = surface.data.iter().flat_map(|p| [(p >> 16) as u8, (p >> 8) as u8, *p as u8]).collect();
     w.write_image_data(&rgb).map_err(|e| OfflineError::Png(e.to_string()))?;
     w.finish().map_err(|e| OfflineError::Png(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::pcap::TcpConversation;
+    use crate::link::{HeaderKind, LinkHeader, LinkReply};
+    use std::time::SystemTime;
+
+    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = ty.to_le_bytes().to_vec();
+        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// DRAW_COPY of a 1x1 image (`image`: descriptor and payload) at (0,0).
+    fn draw_copy(image: &[u8]) -> Vec<u8> {
+        let mut b = 0u32.to_le_bytes().to_vec();
+        for v in [0i32, 0, 1, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.push(0);
+        b.extend_from_slice(&57u32.to_le_bytes()); // image right after the fixed part
+        for v in [0i32, 0, 1, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&8u16.to_le_bytes()); // OP_PUT
+        b.push(1);
+        b.extend_from_slice(&[0; 13]);
+        assert_eq!(b.len(), 57);
+        b.extend_from_slice(image);
+        b
+    }
+
+    /// Writes `display-<id>.pcap` with a full link stage and `messages`
+    /// (server to client) at `t0 + offset ms`.
+    fn write_display(dir: &Path, id: u8, session: u32, messages: &[(u64, Vec<u8>)]) {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let f = std::fs::File::create(dir.join(format!("display-{id}.pcap"))).unwrap();
+        let mut c = TcpConversation::open(f, 49152 + u16::from(id), t0).unwrap();
+        let mut link = crate::link::tests::link_mess_bytes(session, 2, &[0b1011], &[]);
+        link[16 + 5] = id;
+        c.link_segment(Direction::ClientToServer, t0, &link).unwrap();
+        let mut reply = LinkHeader::encode(LinkReply::FIXED_SIZE + 4).to_vec();
+        reply.extend_from_slice(&0u32.to_le_bytes());
+        reply.extend_from_slice(&[0; 162]);
+        for v in [1u32, 0, LinkReply::FIXED_SIZE, 0b1011] {
+            reply.extend_from_slice(&v.to_le_bytes());
+        }
+        c.link_segment(Direction::ServerToClient, t0, &reply).unwrap();
+        c.link_segment(Direction::ClientToServer, t0, &1u32.to_le_bytes()).unwrap();
+        c.link_segment(Direction::ClientToServer, t0, &[0; 128]).unwrap();
+        c.link_segment(Direction::ServerToClient, t0, &0u32.to_le_bytes()).unwrap();
+        c.start_messages(Some(HeaderKind::Mini));
+        for (ms, m) in messages {
+            c.data(Direction::ServerToClient, t0 + Duration::from_millis(*ms), m).unwrap();
+        }
+        c.close(Direction::ClientToServer, t0 + Duration::from_secs(1)).unwrap();
+    }
+
+    /// An image cached by display 1 and drawn FROM_CACHE by display 0: the
+    /// session's display channels share the cache, offline as live.
+    #[test]
+    fn displays_of_a_session_share_the_image_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let create: Vec<u8> = [0u32, 1, 1, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        // BITMAP 32BIT top-down 1x1, CACHE_ME, id 77, pixel 0x00abcdef.
+        let mut bitmap = 77u64.to_le_bytes().to_vec();
+        bitmap.extend_from_slice(&[0, 1, 1, 0, 0, 0, 1, 0, 0, 0, 8, 4, 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
+        bitmap.extend_from_slice(&0x00ab_cdefu32.to_le_bytes());
+        let mut from_cache = 77u64.to_le_bytes().to_vec();
+        from_cache.extend_from_slice(&[103, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+        write_display(dir.path(), 1, 9, &[(0, mini(314, &create)), (10, mini(304, &draw_copy(&bitmap)))]);
+        write_display(dir.path(), 0, 9, &[(0, mini(314, &create)), (20, mini(304, &draw_copy(&from_cache)))]);
+        let (surface, stats) = render_pcap(&dir.path().join("display-0.pcap"), None, Until::End).unwrap();
+        assert_eq!(stats.errors, 0, "{:?}", stats.error_samples);
+        assert_eq!(surface.data, [0x00ab_cdef]);
+    }
 }
