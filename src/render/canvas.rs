@@ -103,6 +103,37 @@ impl Rop {
     }
 }
 
+/// `SPICE_SURFACE_FMT_16_555`.
+pub const FMT_16_555: u32 = 16;
+/// `SPICE_SURFACE_FMT_16_565`.
+pub const FMT_16_565: u32 = 80;
+
+/// A 5-bit channel widened to 8 bits as pixman does (bit replication).
+#[inline]
+fn widen5(v: u32) -> u32 {
+    (v << 3) | (v >> 2)
+}
+
+/// A 6-bit channel widened to 8 bits as pixman does.
+#[inline]
+fn widen6(v: u32) -> u32 {
+    (v << 2) | (v >> 4)
+}
+
+/// What a 32-bit pixel becomes on a 16-bit surface and back: each channel
+/// truncated to 5 (or 6 for 565 green) bits and widened again. Bitwise
+/// raster operations commute with this, so applying it after each write
+/// keeps a 16-bit surface exact.
+#[inline]
+fn quantize(format: u32, p: u32) -> u32 {
+    let (r, g, b) = ((p >> 16) & 0xff, (p >> 8) & 0xff, p & 0xff);
+    match format {
+        FMT_16_555 => widen5(r >> 3) << 16 | widen5(g >> 3) << 8 | widen5(b >> 3),
+        FMT_16_565 => widen5(r >> 3) << 16 | widen6(g >> 2) << 8 | widen5(b >> 3),
+        _ => p,
+    }
+}
+
 /// A drawing surface.
 #[derive(Debug, Clone)]
 pub struct Surface {
@@ -124,6 +155,37 @@ impl Surface {
 
     fn bounds(&self) -> Rect {
         Rect { top: 0, left: 0, bottom: self.height as i32, right: self.width as i32 }
+    }
+
+    /// Whether the surface stores 16-bit pixels.
+    pub fn is_16bit(&self) -> bool {
+        matches!(self.format, FMT_16_555 | FMT_16_565)
+    }
+
+    /// A solid brush colour (given in the surface's own pixel format) as
+    /// `0x00RRGGBB`.
+    pub fn brush_color(&self, color: u32) -> u32 {
+        match self.format {
+            FMT_16_555 => widen5((color >> 10) & 0x1f) << 16 | widen5((color >> 5) & 0x1f) << 8 | widen5(color & 0x1f),
+            FMT_16_565 => widen5((color >> 11) & 0x1f) << 16 | widen6((color >> 5) & 0x3f) << 8 | widen5(color & 0x1f),
+            _ => color,
+        }
+    }
+
+    /// On a 16-bit surface, brings the pixels of `region` to what the
+    /// surface can hold (no-op for 32-bit surfaces).
+    pub fn settle(&mut self, region: &[Rect]) {
+        if !self.is_16bit() {
+            return;
+        }
+        let (w, f) = (self.width as usize, self.format);
+        for r in region {
+            for y in r.top..r.bottom {
+                for p in &mut self.data[y as usize * w + r.left as usize..y as usize * w + r.right as usize] {
+                    *p = quantize(f, *p);
+                }
+            }
+        }
     }
 
     /// The rectangles a drawing with `bbox` and `clip` may touch, inside the
@@ -169,6 +231,7 @@ impl Surface {
                 }
             }
         }
+        self.settle(region);
     }
 
     /// As [`Self::blit`] with a plain copy, except that source pixels whose
@@ -195,6 +258,7 @@ impl Surface {
                 }
             }
         }
+        self.settle(region);
     }
 
     /// Fills `region` with `color` under `rop` (brush as the source).
@@ -212,6 +276,7 @@ impl Surface {
                 }
             }
         }
+        self.settle(region);
     }
 
     /// Fills `region` with a pattern tiled from origin `pos` (brush source).
@@ -230,6 +295,7 @@ impl Surface {
                 }
             }
         }
+        self.settle(region);
     }
 
     /// `COPY_BITS`: copies the surface onto itself, destination (x, y)
@@ -305,5 +371,23 @@ mod tests {
         let region = s.region(&Rect { top: 0, left: 0, bottom: 1, right: 3 }, &Clip::None);
         s.blit_colorkey(&region, &src, 0, 0, 0x0000_00ff);
         assert_eq!(s.data, [7, 5, 7], "the key matches on RGB only");
+    }
+
+    #[test]
+    fn sixteen_bit_surfaces_hold_sixteen_bit_colours() {
+        let mut s = Surface::new(2, 1, FMT_16_555);
+        let region = s.region(&Rect { top: 0, left: 0, bottom: 1, right: 2 }, &Clip::None);
+        s.blit(&region, &px(2, 1, vec![0x00ff_ffff, 0x0012_3456]), 0, 0, Rop::PUT);
+        assert_eq!(s.data[0], 0x00ff_ffff);
+        // 0x12 >> 3 = 2 -> 0x10, 0x34 >> 3 = 6 -> 0x31, 0x56 >> 3 = 10 -> 0x52.
+        assert_eq!(s.data[1], 0x0010_3152);
+        // A 555 brush colour: pure red.
+        assert_eq!(s.brush_color(0x7c00), 0x00ff_0000);
+        let s565 = Surface::new(1, 1, FMT_16_565);
+        assert_eq!(s565.brush_color(0x07e0), 0x0000_ff00);
+        // XOR commutes with the 16-bit round trip.
+        let before = s.data[1];
+        s.fill(&region, 0x00ff_ffff, Rop::from_descriptor(ropd::OP_XOR, RopSource::Brush));
+        assert_eq!(s.data[1], quantize(FMT_16_555, before ^ 0x00ff_ffff));
     }
 }

@@ -343,7 +343,7 @@ impl DisplayRenderer {
                 };
                 let region = surface.region(&base.bbox, &base.clip);
                 match (brush, pattern) {
-                    (Brush::Solid(color), _) => surface.fill(&region, color, rop),
+                    (Brush::Solid(color), _) => surface.fill(&region, surface.brush_color(color), rop),
                     (_, Some((p, pos))) => surface.fill_pattern(&region, &p, (pos.x, pos.y), rop),
                     _ => surface.fill(&region, 0, rop),
                 }
