@@ -55,6 +55,14 @@ impl Rop {
             RopSource::Image => ropd::INVERS_SRC,
             RopSource::Brush => ropd::INVERS_BRUSH,
         };
+        Self::from_inputs(desc, src_bit, ropd::INVERS_DEST)
+    }
+
+    /// Interprets a ROP descriptor whose source is inverted by `src_bit`
+    /// and whose destination by `dest_bit` (DRAW_OPAQUE paints the brush
+    /// over the image: brush is the source, the image the destination;
+    /// `canvas_base.c` `ropd_descriptor_to_rop`).
+    pub fn from_inputs(desc: u16, src_bit: u16, dest_bit: u16) -> Self {
         let op = [
             ropd::OP_PUT,
             ropd::OP_OR,
@@ -69,7 +77,7 @@ impl Rop {
         .unwrap_or(0);
         Self {
             invert_src: desc & src_bit != 0,
-            invert_dest: desc & ropd::INVERS_DEST != 0,
+            invert_dest: desc & dest_bit != 0,
             invert_res: desc & ropd::INVERS_RES != 0,
             op,
         }

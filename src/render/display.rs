@@ -16,6 +16,8 @@
 //! DRAW_FILL       base, brush Brush, rop_descriptor u16, mask QMask
 //! DRAW_BLACKNESS/WHITENESS/INVERS  base, mask QMask
 //! DRAW_TRANSPARENT base, src_bitmap Image*, src_area Rect, src_color u32, true_color u32
+//! DRAW_ROP3       base, src_bitmap Image*, src_area Rect, brush Brush, rop3 u8, scale_mode u8, mask
+//! DRAW_ALPHA_BLEND base, alpha_flags u8, alpha u8, src_bitmap Image*, src_area Rect
 //! COPY_BITS       base, src_pos Point
 //! SURFACE_CREATE  surface_id u32, width u32, height u32, format u32, flags u32 (1 PRIMARY)
 //! SURFACE_DESTROY surface_id u32
@@ -293,6 +295,37 @@ pub enum DisplayMessage {
         /// The transparent colour in 32-bit xRGB.
         true_color: u32,
     },
+    /// `SPICE_MSG_DISPLAY_DRAW_ROP3`: a ternary raster operation of
+    /// pattern (brush), source image and destination.
+    Rop3 {
+        /// Target and clip.
+        base: DisplayBase,
+        /// Offset of the source image in the body.
+        src_bitmap: u32,
+        /// Source rectangle.
+        src_area: Rect,
+        /// Brush (the pattern input).
+        brush: Brush,
+        /// The Windows ROP3 code.
+        rop3: u8,
+        /// 0 interpolate, 1 nearest.
+        scale_mode: u8,
+        /// Mask.
+        mask: QMask,
+    },
+    /// `SPICE_MSG_DISPLAY_DRAW_ALPHA_BLEND`.
+    AlphaBlend {
+        /// Target and clip.
+        base: DisplayBase,
+        /// `SPICE_ALPHA_FLAGS_DEST_HAS_ALPHA` (1), `SRC_SURFACE_HAS_ALPHA` (2).
+        alpha_flags: u8,
+        /// Constant alpha applied to the source.
+        alpha: u8,
+        /// Offset of the source image in the body.
+        src_bitmap: u32,
+        /// Source rectangle.
+        src_area: Rect,
+    },
     /// `SPICE_MSG_DISPLAY_DRAW_FILL`.
     Fill {
         /// Target and clip.
@@ -412,6 +445,24 @@ pub fn parse(msg_type: u16, body: &[u8]) -> Result<DisplayMessage, DisplayError>
                 base,
                 copy: Copy { src_bitmap, src_area, brush, rop_descriptor, scale_mode, mask },
             }
+        }
+        msg::DRAW_ROP3 => {
+            let base = DisplayBase::read(&mut r)?;
+            let src_bitmap = r.u32()?;
+            let src_area = Rect::read(&mut r)?;
+            let brush = Brush::read(&mut r)?;
+            let rop3 = r.u8()?;
+            let scale_mode = r.u8()?;
+            let mask = QMask::read(&mut r)?;
+            DisplayMessage::Rop3 { base, src_bitmap, src_area, brush, rop3, scale_mode, mask }
+        }
+        msg::DRAW_ALPHA_BLEND => {
+            let base = DisplayBase::read(&mut r)?;
+            let alpha_flags = r.u8()?;
+            let alpha = r.u8()?;
+            let src_bitmap = r.u32()?;
+            let src_area = Rect::read(&mut r)?;
+            DisplayMessage::AlphaBlend { base, alpha_flags, alpha, src_bitmap, src_area }
         }
         msg::DRAW_TRANSPARENT => {
             let base = DisplayBase::read(&mut r)?;

@@ -16,6 +16,7 @@ pub mod live;
 pub mod lz;
 pub mod offline;
 pub mod quic;
+pub mod raster;
 pub mod renderer;
 pub mod stream;
 pub mod video_sink;

@@ -10,9 +10,46 @@ use serde::Serialize;
 
 use super::canvas::{Rop, RopSource, Surface};
 use super::display::{self, Brush, DisplayMessage, msg};
+use super::display::{DisplayBase, QMask, Rect};
 use super::image::{self, ImageCaches, ImageError, ImageSources, Pixels, checked_pixels};
 use super::lz::{GlzDictionary, LzPixels};
+use super::raster;
 use super::stream::{Stream, codec_name};
+
+/// A brush converted for painting.
+enum BrushPaint {
+    /// A solid colour, in the surface's format as sent.
+    Solid(u32),
+    /// A tiled pattern and its origin.
+    Pattern(Pixels, (i32, i32)),
+}
+
+/// Reads an inline 1-bpp BITMAP mask image (`canvas_get_bitmap_mask`):
+/// descriptor, then format u8 (1BIT_LE 1 / 1BIT_BE 2), flags u8 (TOP_DOWN
+/// 4), x u32, y u32, stride u32, palette (u32 pointer, or u64 id when
+/// PAL_FROM_CACHE), data.
+fn mask_bits(body: &[u8], offset: u32) -> Option<raster::MaskBits> {
+    let rest = body.get(usize::try_from(offset).ok()?..)?;
+    let mut r = Reader::new(rest);
+    r.u64().ok()?;
+    if r.u8().ok()? != image::image_type::BITMAP {
+        return None;
+    }
+    r.u8().ok()?;
+    r.u32().ok()?;
+    r.u32().ok()?;
+    let format = r.u8().ok()?;
+    let flags = r.u8().ok()?;
+    let (w, h, stride) = (r.u32().ok()?, r.u32().ok()?, r.u32().ok()?);
+    if flags & 2 != 0 {
+        r.u64().ok()?;
+    } else {
+        r.u32().ok()?;
+    }
+    let len = usize::try_from(u64::from(stride) * u64::from(h)).ok()?;
+    let data = r.take(len).ok()?;
+    raster::MaskBits::from_bitmap(format, w, h, stride, flags & 4 != 0, data)
+}
 use crate::wire::Reader;
 
 /// GLZ window in pixels until the client's `SPICE_MSGC_DISPLAY_INIT` says
@@ -266,35 +303,93 @@ impl DisplayRenderer {
                 Ok(RenderEvent::None)
             }
             DisplayMessage::Copy { msg_type, base, copy } => {
-                // spice-common draws DRAW_BLEND exactly as DRAW_COPY
-                // (canvas_base.c: "copy and blend are the same"); DRAW_OPAQUE
-                // also has a brush.
-                if msg_type == msg::DRAW_OPAQUE {
-                    self.unsupported("SPICE_MSG_DISPLAY_DRAW_OPAQUE".into());
-                }
-                if copy.mask.bitmap != 0 {
-                    self.unsupported("mask".into());
-                }
-                if let Some(t) = image::descriptor_type(body, copy.src_bitmap) {
-                    *self.stats.images.entry(image::type_name(t).into_owned()).or_insert(0) += 1;
-                }
-                let mut shared = self.shared.borrow_mut();
-                let shared = &mut *shared;
-                let mut src = Sources { caches: &mut shared.caches, surfaces: &self.surfaces, glz: &mut shared.glz };
                 // Decoded even when clipped out: it may feed the cache or GLZ.
-                let pixels = image::decode(body, copy.src_bitmap, &mut src)?;
+                let pixels = self.image(body, copy.src_bitmap)?;
+                let brush = if msg_type == msg::DRAW_OPAQUE { self.brush(body, copy.brush)? } else { None };
+                let region = self.draw_region(body, &base, &copy.mask)?;
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
                 };
-                if copy.src_area.width() != base.bbox.width() || copy.src_area.height() != base.bbox.height() {
-                    *self.stats.unsupported.entry("scaled copy".into()).or_insert(0) += 1;
+                // spice-common draws DRAW_BLEND exactly as DRAW_COPY
+                // (canvas_base.c: "copy and blend are the same"). DRAW_OPAQUE
+                // copies the image, then paints its brush over it with the
+                // ROP (brush as source, image as destination).
+                let rop = if msg_type == msg::DRAW_OPAQUE {
+                    Rop::PUT
+                } else {
+                    Rop::from_descriptor(copy.rop_descriptor, RopSource::Image)
+                };
+                if copy.src_area.width() == base.bbox.width() && copy.src_area.height() == base.bbox.height() {
+                    let dx = i64::from(copy.src_area.left) - i64::from(base.bbox.left);
+                    let dy = i64::from(copy.src_area.top) - i64::from(base.bbox.top);
+                    surface.blit(&region, &pixels, dx, dy, rop);
+                } else {
+                    raster::scale_blit(surface, &region, &pixels, copy.src_area, base.bbox, copy.scale_mode, rop);
+                    surface.settle(&region);
+                }
+                if msg_type == msg::DRAW_OPAQUE {
+                    let brush_rop = Rop::from_inputs(
+                        copy.rop_descriptor,
+                        super::canvas::ropd::INVERS_BRUSH,
+                        super::canvas::ropd::INVERS_SRC,
+                    );
+                    match brush {
+                        Some(BrushPaint::Solid(c)) => surface.fill(&region, surface.brush_color(c), brush_rop),
+                        Some(BrushPaint::Pattern(p, pos)) => surface.fill_pattern(&region, &p, pos, brush_rop),
+                        None => {}
+                    }
+                }
+                self.stats.draws += 1;
+                Ok(self.drawn_on(base.surface_id))
+            }
+            DisplayMessage::Rop3 { base, src_bitmap, src_area, brush, rop3, scale_mode: _, mask } => {
+                let pixels = if src_bitmap != 0 { Some(self.image(body, src_bitmap)?) } else { None };
+                let brush = self.brush(body, brush)?;
+                let region = self.draw_region(body, &base, &mask)?;
+                if pixels.is_some()
+                    && (src_area.width() != base.bbox.width() || src_area.height() != base.bbox.height())
+                {
+                    self.unsupported("scaled DRAW_ROP3".into());
                     return Ok(RenderEvent::None);
                 }
+                if !raster::rop3_is_implemented(rop3) {
+                    // spice-gtk's rop3.c has no handler for this code: nothing changes.
+                    self.unsupported(format!("ROP3 code {rop3:#04x} (no-op in spice-gtk)"));
+                }
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
+                let dx = i64::from(src_area.left) - i64::from(base.bbox.left);
+                let dy = i64::from(src_area.top) - i64::from(base.bbox.top);
+                let src = pixels.as_ref().map(|p| (p, dx, dy));
+                let brush3 = match &brush {
+                    Some(BrushPaint::Solid(c)) => raster::Brush3::Solid(surface.brush_color(*c)),
+                    Some(BrushPaint::Pattern(p, pos)) => raster::Brush3::Pattern { pixels: p, pos: *pos },
+                    None => raster::Brush3::Solid(0),
+                };
+                raster::rop3(surface, &region, src, brush3, rop3);
+                surface.settle(&region);
+                self.stats.draws += 1;
+                Ok(self.drawn_on(base.surface_id))
+            }
+            DisplayMessage::AlphaBlend { base, alpha_flags, alpha, src_bitmap, src_area } => {
+                let pixels = self.image(body, src_bitmap)?;
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
                 let region = surface.region(&base.bbox, &base.clip);
-                let rop = Rop::from_descriptor(copy.rop_descriptor, RopSource::Image);
-                let dx = i64::from(copy.src_area.left) - i64::from(base.bbox.left);
-                let dy = i64::from(copy.src_area.top) - i64::from(base.bbox.top);
-                surface.blit(&region, &pixels, dx, dy, rop);
+                let (dest_has_alpha, src_has_alpha) = (alpha_flags & 1 != 0, alpha_flags & 2 != 0);
+                raster::alpha_blend(
+                    surface,
+                    &region,
+                    &pixels,
+                    src_area,
+                    base.bbox,
+                    alpha,
+                    src_has_alpha,
+                    dest_has_alpha,
+                );
+                surface.settle(&region);
                 self.stats.draws += 1;
                 Ok(self.drawn_on(base.surface_id))
             }
@@ -324,9 +419,7 @@ impl DisplayRenderer {
                 Ok(self.drawn_on(base.surface_id))
             }
             DisplayMessage::Fill { base, brush, rop_descriptor, mask } => {
-                if mask.bitmap != 0 {
-                    self.unsupported("mask".into());
-                }
+                let masked = self.draw_region(body, &base, &mask)?;
                 let rop = Rop::from_descriptor(rop_descriptor, RopSource::Brush);
                 let pattern = match brush {
                     Brush::Pattern { image, pos } => {
@@ -341,7 +434,7 @@ impl DisplayRenderer {
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
                 };
-                let region = surface.region(&base.bbox, &base.clip);
+                let region = masked;
                 match (brush, pattern) {
                     (Brush::Solid(color), _) => surface.fill(&region, surface.brush_color(color), rop),
                     (_, Some((p, pos))) => surface.fill_pattern(&region, &p, (pos.x, pos.y), rop),
@@ -351,13 +444,10 @@ impl DisplayRenderer {
                 Ok(self.drawn_on(base.surface_id))
             }
             DisplayMessage::Solid { msg_type, base, mask } => {
-                if mask.bitmap != 0 {
-                    self.unsupported("mask".into());
-                }
+                let region = self.draw_region(body, &base, &mask)?;
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
                 };
-                let region = surface.region(&base.bbox, &base.clip);
                 let op = match msg_type {
                     msg::DRAW_BLACKNESS => super::canvas::ropd::OP_BLACKNESS,
                     msg::DRAW_WHITENESS => super::canvas::ropd::OP_WHITENESS,
@@ -472,6 +562,46 @@ impl DisplayRenderer {
         }
     }
 
+    /// Decodes the image at `offset`, counting its type.
+    fn image(&mut self, body: &[u8], offset: u32) -> Result<Pixels, ImageError> {
+        if let Some(t) = image::descriptor_type(body, offset) {
+            *self.stats.images.entry(image::type_name(t).into_owned()).or_insert(0) += 1;
+        }
+        let mut shared = self.shared.borrow_mut();
+        let shared = &mut *shared;
+        let mut src = Sources { caches: &mut shared.caches, surfaces: &self.surfaces, glz: &mut shared.glz };
+        image::decode(body, offset, &mut src)
+    }
+
+    /// A brush ready to paint on the target surface's pixels.
+    fn brush(&mut self, body: &[u8], brush: Brush) -> Result<Option<BrushPaint>, ImageError> {
+        Ok(match brush {
+            Brush::None => None,
+            Brush::Solid(c) => Some(BrushPaint::Solid(c)),
+            Brush::Pattern { image, pos } => Some(BrushPaint::Pattern(self.image(body, image)?, (pos.x, pos.y))),
+        })
+    }
+
+    /// The pixels a drawing may touch: box ∩ clip ∩ surface, then its 1-bpp
+    /// mask when it has one (spice-common `canvas_base.c`
+    /// `canvas_mask_pixman`: mask pixel `pos` lies at the box's top-left).
+    fn draw_region(&mut self, body: &[u8], base: &DisplayBase, mask: &QMask) -> Result<Vec<Rect>, ImageError> {
+        let Some(surface) = self.surfaces.get(&base.surface_id) else {
+            return Err(ImageError::MissingSurface(base.surface_id));
+        };
+        let region = surface.region(&base.bbox, &base.clip);
+        if mask.bitmap == 0 {
+            return Ok(region);
+        }
+        let Some(bits) = mask_bits(body, mask.bitmap) else {
+            self.unsupported("mask that is not an inline 1-bit bitmap".into());
+            return Ok(region);
+        };
+        let offset =
+            (i64::from(mask.pos.x) - i64::from(base.bbox.left), i64::from(mask.pos.y) - i64::from(base.bbox.top));
+        Ok(raster::mask_region(&region, &bits, offset, mask.invers))
+    }
+
     fn drawn_on(&self, surface_id: u32) -> RenderEvent {
         if Some(surface_id) == self.primary { RenderEvent::Drawn } else { RenderEvent::None }
     }
@@ -536,6 +666,83 @@ mod tests {
         assert_eq!(r.primary().unwrap().data, [0x112233, 0x0000_0001]);
         assert!(r.stats.unsupported.is_empty(), "{:?}", r.stats.unsupported);
         assert_eq!(r.stats.errors, 0, "{:?}", r.stats.error_samples);
+    }
+
+    #[test]
+    fn opaque_rop3_masks_scaling_and_alpha_blend() {
+        use super::super::canvas::ropd;
+        let mut r = DisplayRenderer::new();
+        r.server_message(msg::SURFACE_CREATE, &surface_create(2, 1));
+        // DRAW_OPAQUE: the image, then a solid brush XORed over it.
+        let mut tail = vec![1];
+        tail.extend_from_slice(&0x00ff_0000u32.to_le_bytes());
+        tail.extend_from_slice(&(ropd::OP_XOR).to_le_bytes());
+        tail.push(1);
+        tail.extend_from_slice(&[0; 13]);
+        let opaque = draw_with_bitmap(2, 1, &tail, &[0x0000_00ff, 0x00ff_00ff]);
+        assert_eq!(r.server_message(msg::DRAW_OPAQUE, &opaque), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0x00ff_00ff, 0x0000_00ff]);
+        // DRAW_ROP3 0x96 (pattern XOR source XOR destination), no brush.
+        let mut tail = vec![0, 0x96, 1];
+        tail.extend_from_slice(&[0; 13]);
+        let rop3 = draw_with_bitmap(2, 1, &tail, &[0x00ff_00ff, 0x0000_00ff]);
+        assert_eq!(r.server_message(msg::DRAW_ROP3, &rop3), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0, 0]);
+        // DRAW_FILL white through a 1-bpp mask that keeps pixel 1 only.
+        let mut fill = 0u32.to_le_bytes().to_vec();
+        for v in [0i32, 0, 1, 2] {
+            fill.extend_from_slice(&v.to_le_bytes());
+        }
+        fill.push(0);
+        fill.push(1);
+        fill.extend_from_slice(&0x00ff_ffffu32.to_le_bytes());
+        fill.extend_from_slice(&(ropd::OP_PUT).to_le_bytes());
+        fill.push(0); // mask flags
+        fill.extend_from_slice(&[0; 8]); // pos
+        let at = fill.len() as u32 + 4;
+        fill.extend_from_slice(&at.to_le_bytes());
+        fill.extend_from_slice(&9u64.to_le_bytes());
+        fill.extend_from_slice(&[0, 0, 2, 0, 0, 0, 1, 0, 0, 0]); // BITMAP 2x1
+        fill.extend_from_slice(&[1, 4, 2, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]); // 1BIT_LE, TOP_DOWN, stride 1
+        fill.push(0b10);
+        assert_eq!(r.server_message(msg::DRAW_FILL, &fill), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0, 0x00ff_ffff]);
+        // A 1x1 image scaled (nearest) onto the 2x1 box.
+        let mut copy = 0u32.to_le_bytes().to_vec();
+        for v in [0i32, 0, 1, 2] {
+            copy.extend_from_slice(&v.to_le_bytes());
+        }
+        copy.push(0);
+        copy.extend_from_slice(&57u32.to_le_bytes());
+        for v in [0i32, 0, 1, 1] {
+            copy.extend_from_slice(&v.to_le_bytes());
+        }
+        copy.extend_from_slice(&(ropd::OP_PUT).to_le_bytes());
+        copy.push(1);
+        copy.extend_from_slice(&[0; 13]);
+        copy.extend_from_slice(&3u64.to_le_bytes());
+        copy.extend_from_slice(&[0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 8, 4, 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
+        copy.extend_from_slice(&0x0012_3456u32.to_le_bytes());
+        assert_eq!(r.server_message(msg::DRAW_COPY, &copy), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0x0012_3456, 0x0012_3456]);
+        // DRAW_ALPHA_BLEND at alpha 0 leaves the surface alone.
+        let mut blend = 0u32.to_le_bytes().to_vec();
+        for v in [0i32, 0, 1, 2] {
+            blend.extend_from_slice(&v.to_le_bytes());
+        }
+        blend.push(0);
+        blend.extend_from_slice(&[0, 0]);
+        blend.extend_from_slice(&(blend.len() as u32 + 20).to_le_bytes());
+        for v in [0i32, 0, 1, 2] {
+            blend.extend_from_slice(&v.to_le_bytes());
+        }
+        blend.extend_from_slice(&4u64.to_le_bytes());
+        blend.extend_from_slice(&[0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 8, 4, 2, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0]);
+        blend.extend_from_slice(&[0; 8]);
+        assert_eq!(r.server_message(msg::DRAW_ALPHA_BLEND, &blend), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0x0012_3456, 0x0012_3456]);
+        assert_eq!(r.stats.errors, 0, "{:?}", r.stats.error_samples);
+        assert!(r.stats.unsupported.is_empty(), "{:?}", r.stats.unsupported);
     }
 
     #[test]
