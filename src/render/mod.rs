@@ -19,6 +19,7 @@ pub mod quic;
 pub mod raster;
 pub mod renderer;
 pub mod stream;
+pub mod text;
 pub mod video_sink;
 
 /// Helpers shared by the codec tests.

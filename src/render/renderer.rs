@@ -205,6 +205,15 @@ impl DisplayRenderer {
             return self.message_list(body);
         }
         self.stats.messages += 1;
+        if msg_type == msg::DRAW_TEXT {
+            return match self.draw_text(body) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.error(format!("SPICE_MSG_DISPLAY_DRAW_TEXT: {e}"));
+                    RenderEvent::None
+                }
+            };
+        }
         let parsed = match display::parse(msg_type, body) {
             Ok(m) => m,
             Err(e) => {
@@ -560,6 +569,31 @@ impl DisplayRenderer {
                 Ok(RenderEvent::None)
             }
         }
+    }
+
+    /// `SPICE_MSG_DISPLAY_DRAW_TEXT` (spice-common `canvas_draw_text`, see
+    /// [`super::text`]).
+    fn draw_text(&mut self, body: &[u8]) -> Result<RenderEvent, String> {
+        let text = super::text::parse_text(body).map_err(|e| e.to_string())?;
+        let fore = self.brush(body, text.fore_brush).map_err(|e| e.to_string())?;
+        let back = self.brush(body, text.back_brush).map_err(|e| e.to_string())?;
+        fn paint(b: &Option<BrushPaint>) -> super::text::Paint<'_> {
+            match b {
+                None => super::text::Paint::None,
+                Some(BrushPaint::Solid(c)) => super::text::Paint::Solid(*c),
+                Some(BrushPaint::Pattern(p, pos)) => {
+                    super::text::Paint::Pattern(p, super::display::Point { x: pos.0, y: pos.1 })
+                }
+            }
+        }
+        let surface_id = text.base.surface_id;
+        let Some(surface) = self.surfaces.get_mut(&surface_id) else {
+            return Err(ImageError::MissingSurface(surface_id).to_string());
+        };
+        let region = surface.region(&text.base.bbox, &text.base.clip);
+        super::text::draw_text(surface, &region, &text, paint(&fore), paint(&back));
+        self.stats.draws += 1;
+        Ok(self.drawn_on(surface_id))
     }
 
     /// Decodes the image at `offset`, counting its type.
