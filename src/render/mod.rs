@@ -19,6 +19,7 @@ pub mod quic;
 pub mod raster;
 pub mod renderer;
 pub mod stream;
+pub mod stroke;
 pub mod text;
 pub mod video_sink;
 

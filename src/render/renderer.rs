@@ -16,6 +16,14 @@ use super::lz::{GlzDictionary, LzPixels};
 use super::raster;
 use super::stream::{Stream, codec_name};
 
+/// Why a stroke was not drawn.
+enum StrokeOutcome {
+    /// A case spicetap does not draw yet.
+    Unsupported(String),
+    /// A malformed message.
+    Error(String),
+}
+
 /// A brush converted for painting.
 enum BrushPaint {
     /// A solid colour, in the surface's format as sent.
@@ -205,6 +213,19 @@ impl DisplayRenderer {
             return self.message_list(body);
         }
         self.stats.messages += 1;
+        if msg_type == msg::DRAW_STROKE {
+            return match self.draw_stroke(body) {
+                Ok(ev) => ev,
+                Err(StrokeOutcome::Unsupported(what)) => {
+                    self.unsupported(format!("DRAW_STROKE: {what}"));
+                    RenderEvent::None
+                }
+                Err(StrokeOutcome::Error(e)) => {
+                    self.error(format!("SPICE_MSG_DISPLAY_DRAW_STROKE: {e}"));
+                    RenderEvent::None
+                }
+            };
+        }
         if msg_type == msg::DRAW_TEXT {
             return match self.draw_text(body) {
                 Ok(ev) => ev,
@@ -550,15 +571,7 @@ impl DisplayRenderer {
             DisplayMessage::Other(t) => {
                 // Messages with no pixels to draw (mode, monitors config, stream
                 // reports...) are fine; drawing ones not rendered yet are counted.
-                if matches!(
-                    t,
-                    msg::DRAW_ROP3
-                        ..=msg::DRAW_ALPHA_BLEND
-                            | msg::DRAW_COMPOSITE
-                            | msg::STREAM_DATA_SIZED
-                            | msg::GL_SCANOUT_UNIX
-                            | msg::GL_DRAW
-                ) {
+                if matches!(t, msg::DRAW_COMPOSITE | msg::GL_SCANOUT_UNIX | msg::GL_DRAW) {
                     let name = crate::protocol::message_name(
                         crate::protocol::ChannelType::DISPLAY,
                         crate::protocol::Direction::ServerToClient,
@@ -569,6 +582,28 @@ impl DisplayRenderer {
                 Ok(RenderEvent::None)
             }
         }
+    }
+
+    /// `SPICE_MSG_DISPLAY_DRAW_STROKE` (spice-common `canvas_draw_stroke`,
+    /// see [`super::stroke`]): thin solid lines.
+    fn draw_stroke(&mut self, body: &[u8]) -> Result<RenderEvent, StrokeOutcome> {
+        use super::stroke::{StrokeError, draw_stroke, parse_stroke};
+        let stroke = parse_stroke(body).map_err(|e| StrokeOutcome::Error(e.to_string()))?;
+        let Some(surface) = self.surfaces.get_mut(&stroke.surface_id) else {
+            return Err(StrokeOutcome::Error(ImageError::MissingSurface(stroke.surface_id).to_string()));
+        };
+        let color = match stroke.brush {
+            Brush::Solid(c) => surface.brush_color(c),
+            _ => 0,
+        };
+        let region = surface.region(&stroke.bbox, &stroke.clip);
+        match draw_stroke(surface, &region, &stroke, color) {
+            Ok(()) => {}
+            Err(StrokeError::Unsupported(what)) => return Err(StrokeOutcome::Unsupported(what.to_string())),
+            Err(e) => return Err(StrokeOutcome::Error(e.to_string())),
+        }
+        self.stats.draws += 1;
+        Ok(self.drawn_on(stroke.surface_id))
     }
 
     /// `SPICE_MSG_DISPLAY_DRAW_TEXT` (spice-common `canvas_draw_text`, see
