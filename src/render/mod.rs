@@ -10,6 +10,7 @@
 //!   session-wide GLZ dictionary.
 
 pub mod canvas;
+pub mod composite;
 pub mod display;
 pub mod image;
 pub mod live;

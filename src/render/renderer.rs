@@ -16,7 +16,7 @@ use super::lz::{GlzDictionary, LzPixels};
 use super::raster;
 use super::stream::{Stream, codec_name};
 
-/// Why a stroke was not drawn.
+/// Why a stroke or composite was not drawn.
 enum StrokeOutcome {
     /// A case spicetap does not draw yet.
     Unsupported(String),
@@ -222,6 +222,19 @@ impl DisplayRenderer {
                 }
                 Err(StrokeOutcome::Error(e)) => {
                     self.error(format!("SPICE_MSG_DISPLAY_DRAW_STROKE: {e}"));
+                    RenderEvent::None
+                }
+            };
+        }
+        if msg_type == msg::DRAW_COMPOSITE {
+            return match self.draw_composite(body) {
+                Ok(ev) => ev,
+                Err(StrokeOutcome::Unsupported(what)) => {
+                    self.unsupported(format!("DRAW_COMPOSITE: {what}"));
+                    RenderEvent::None
+                }
+                Err(StrokeOutcome::Error(e)) => {
+                    self.error(format!("SPICE_MSG_DISPLAY_DRAW_COMPOSITE: {e}"));
                     RenderEvent::None
                 }
             };
@@ -571,7 +584,7 @@ impl DisplayRenderer {
             DisplayMessage::Other(t) => {
                 // Messages with no pixels to draw (mode, monitors config, stream
                 // reports...) are fine; drawing ones not rendered yet are counted.
-                if matches!(t, msg::DRAW_COMPOSITE | msg::GL_SCANOUT_UNIX | msg::GL_DRAW) {
+                if matches!(t, msg::GL_SCANOUT_UNIX | msg::GL_DRAW) {
                     let name = crate::protocol::message_name(
                         crate::protocol::ChannelType::DISPLAY,
                         crate::protocol::Direction::ServerToClient,
@@ -604,6 +617,41 @@ impl DisplayRenderer {
         }
         self.stats.draws += 1;
         Ok(self.drawn_on(stroke.surface_id))
+    }
+
+    /// `SPICE_MSG_DISPLAY_DRAW_COMPOSITE` (spice-common
+    /// `canvas_draw_composite`, see [`super::composite`]).
+    fn draw_composite(&mut self, body: &[u8]) -> Result<RenderEvent, StrokeOutcome> {
+        use super::composite::{CompositeError, draw_composite, parse_composite};
+        let c = parse_composite(body).map_err(|e| StrokeOutcome::Error(e.to_string()))?;
+        let err = |e: ImageError| StrokeOutcome::Error(e.to_string());
+        // pixman reads x8r8g8b8 images as opaque; spicetap's decoders leave
+        // the top byte 0 for formats without alpha, so an image whose top
+        // bytes are all 0 is taken as opaque.
+        let opaque = |p: Pixels| {
+            if p.data.iter().all(|px| px >> 24 == 0) {
+                let data = p.data.iter().map(|px| px | 0xff00_0000).collect();
+                Pixels { width: p.width, height: p.height, data: std::sync::Arc::new(data) }
+            } else {
+                p
+            }
+        };
+        let src = opaque(self.image(body, c.src_bitmap).map_err(err)?);
+        let mask = match c.mask_bitmap {
+            Some(m) => Some(self.image(body, m).map_err(err)?),
+            None => None,
+        };
+        let Some(surface) = self.surfaces.get_mut(&c.base.surface_id) else {
+            return Err(StrokeOutcome::Error(ImageError::MissingSurface(c.base.surface_id).to_string()));
+        };
+        let region = surface.region(&c.base.bbox, &c.base.clip);
+        match draw_composite(surface, &region, &c, &src, mask.as_ref()) {
+            Ok(()) => {}
+            Err(CompositeError::Unsupported(what)) => return Err(StrokeOutcome::Unsupported(what.to_string())),
+            Err(e) => return Err(StrokeOutcome::Error(e.to_string())),
+        }
+        self.stats.draws += 1;
+        Ok(self.drawn_on(c.base.surface_id))
     }
 
     /// `SPICE_MSG_DISPLAY_DRAW_TEXT` (spice-common `canvas_draw_text`, see
