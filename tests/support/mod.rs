@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake_server;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,289 @@
+//! Drawing messages QEMU with a Linux guest never sends (DRAW_OPAQUE, ROP3,
+//! TEXT, STROKE, TRANSPARENT, ALPHA_BLEND, COMPOSITE, masks, scaling),
+//! served by a scripted SPICE server to spice-gtk through spicetap: the
+//! surface spice-gtk ends with must equal spicetap's rendering of the
+//! recording, area by area.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::fake_server::FakeServer;
+use support::*;
+
+const W: i32 = 64;
+const H: i32 = 48;
+
+fn rect(t: i32, l: i32, b: i32, r: i32) -> Vec<u8> {
+    [t, l, b, r].iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// DisplayBase on surface 0 with `bbox`, no clip.
+fn base(bbox: (i32, i32, i32, i32)) -> Vec<u8> {
+    let mut b = 0u32.to_le_bytes().to_vec();
+    b.extend(rect(bbox.0, bbox.1, bbox.2, bbox.3));
+    b.push(0);
+    b
+}
+
+fn no_mask() -> Vec<u8> {
+    vec![0; 13]
+}
+
+fn solid(color: u32) -> Vec<u8> {
+    let mut b = vec![1];
+    b.extend_from_slice(&color.to_le_bytes());
+    b
+}
+
+/// A BITMAP SpiceImage, 32-bit (fmt 8) or RGBA (fmt 9), top-down.
+fn bitmap(id: u64, fmt: u8, w: u32, h: u32, pixels: &[u32]) -> Vec<u8> {
+    let mut b = id.to_le_bytes().to_vec();
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&[fmt, 4]);
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&(w * 4).to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    for p in pixels {
+        b.extend_from_slice(&p.to_le_bytes());
+    }
+    b
+}
+
+/// A 1-bit mask SpiceImage (1BIT_BE, top-down).
+fn mask_bitmap(id: u64, w: u32, h: u32, rows: &[u8]) -> Vec<u8> {
+    let stride = w.div_ceil(8);
+    let mut b = id.to_le_bytes().to_vec();
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&[2, 4]);
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&stride.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(rows);
+    b
+}
+
+/// Appends `tail_after_ptr` pieces around a pointer to `image` placed at
+/// the end: `head` + ptr + `mid` + image.
+fn with_image(head: Vec<u8>, mid: Vec<u8>, image: Vec<u8>) -> Vec<u8> {
+    let mut b = head;
+    let ptr_at = b.len();
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend(mid);
+    let at = b.len() as u32;
+    b[ptr_at..ptr_at + 4].copy_from_slice(&at.to_le_bytes());
+    b.extend(image);
+    b
+}
+
+fn pattern(w: u32, h: u32, seed: u32) -> Vec<u32> {
+    (0..w * h).map(|i| (i.wrapping_mul(2654435761) ^ seed).wrapping_mul(2246822519) & 0x00ff_ffff).collect()
+}
+
+const PUT: u16 = 1 << 3;
+const XOR: u16 = 1 << 6;
+
+/// The areas drawn, each by one kind of message: (name, t, l, b, r).
+const AREAS: &[(&str, i32, i32, i32, i32)] = &[
+    ("copy", 2, 2, 14, 14),
+    ("scaled nearest", 2, 16, 14, 28),
+    ("scaled interpolate", 2, 30, 14, 42),
+    ("opaque xor", 2, 44, 14, 56),
+    ("rop3 0x96", 16, 2, 28, 14),
+    ("transparent", 16, 16, 28, 28),
+    ("alpha blend", 16, 30, 28, 42),
+    ("masked fill", 16, 44, 28, 56),
+    ("text", 30, 2, 42, 14),
+    ("composite over", 30, 30, 42, 42),
+];
+
+fn messages() -> Vec<(u16, Vec<u8>)> {
+    let mut m = Vec::new();
+    let create: Vec<u8> = [0u32, W as u32, H as u32, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    m.push((314, create));
+    // Background.
+    let mut fill = base((0, 0, H, W));
+    fill.extend(solid(0x0040_4040));
+    fill.extend_from_slice(&PUT.to_le_bytes());
+    fill.extend(no_mask());
+    m.push((302, fill));
+    let copy_tail = |rop: u16, scale: u8| {
+        let mut t = Vec::new();
+        t.extend_from_slice(&rop.to_le_bytes());
+        t.push(scale);
+        t.extend(no_mask());
+        t
+    };
+    // copy
+    let mut mid = rect(0, 0, 12, 12);
+    mid.extend(copy_tail(PUT, 1));
+    m.push((304, with_image(base((2, 2, 14, 14)), mid, bitmap(1, 8, 12, 12, &pattern(12, 12, 1)))));
+    // scaled nearest / interpolate: 6x6 into 12x12
+    for (scale, l) in [(1u8, 16), (0u8, 30)] {
+        let mut mid = rect(0, 0, 6, 6);
+        mid.extend(copy_tail(PUT, scale));
+        m.push((
+            304,
+            with_image(base((2, l, 14, l + 12)), mid, bitmap(2 + u64::from(scale), 8, 6, 6, &pattern(6, 6, 2))),
+        ));
+    }
+    // opaque: image then brush XOR
+    let mut mid = rect(0, 0, 12, 12);
+    mid.extend(solid(0x00ff_0000));
+    mid.extend_from_slice(&XOR.to_le_bytes());
+    mid.push(1);
+    mid.extend(no_mask());
+    m.push((303, with_image(base((2, 44, 14, 56)), mid, bitmap(4, 8, 12, 12, &pattern(12, 12, 4)))));
+    // rop3 0x96 with a solid brush
+    let mut mid = rect(0, 0, 12, 12);
+    mid.extend(solid(0x0012_3456));
+    mid.extend_from_slice(&[0x96, 1]);
+    mid.extend(no_mask());
+    m.push((309, with_image(base((16, 2, 28, 14)), mid, bitmap(5, 8, 12, 12, &pattern(12, 12, 5)))));
+    // transparent: key colour 0x00ff00ff in a checkerboard
+    let checker: Vec<u32> =
+        (0..144).map(|i| if (i / 12 + i % 12) % 2 == 0 { 0x00ff_00ff } else { 0x0000_ff00 }).collect();
+    let mut mid = rect(0, 0, 12, 12);
+    mid.extend_from_slice(&0u32.to_le_bytes());
+    mid.extend_from_slice(&0x00ff_00ffu32.to_le_bytes());
+    m.push((312, with_image(base((16, 16, 28, 28)), mid, bitmap(6, 8, 12, 12, &checker))));
+    // alpha blend 0x80 of an opaque image
+    let mut head = base((16, 30, 28, 42));
+    head.extend_from_slice(&[0, 0x80]);
+    m.push((313, with_image(head, rect(0, 0, 12, 12), bitmap(7, 8, 12, 12, &pattern(12, 12, 7)))));
+    // fill through a 1-bit mask (diagonal stripes)
+    let mut head = base((16, 44, 28, 56));
+    head.extend(solid(0x00ff_ff00));
+    head.extend_from_slice(&PUT.to_le_bytes());
+    head.push(0);
+    head.extend([0u8; 8]);
+    let rows: Vec<u8> = (0..12u32).flat_map(|y| [(0xccccu16 >> (y % 4)) as u8, 0xf0]).collect();
+    m.push((302, with_image(head, Vec::new(), mask_bitmap(8, 12, 12, &rows))));
+    // text: one A1 glyph 8x8, white on the background
+    let mut head = base((30, 2, 42, 14));
+    let mut mid = rect(30, 2, 30, 2); // empty back area
+    mid.extend(solid(0x00ff_ffff));
+    mid.push(0); // back brush none
+    mid.extend_from_slice(&PUT.to_le_bytes());
+    mid.extend_from_slice(&PUT.to_le_bytes());
+    let mut string = 1u16.to_le_bytes().to_vec();
+    string.push(1); // RASTER_A1
+    for v in [4i32, 38, 0, -8] {
+        string.extend_from_slice(&v.to_le_bytes());
+    }
+    string.extend_from_slice(&8u16.to_le_bytes());
+    string.extend_from_slice(&8u16.to_le_bytes());
+    string.extend_from_slice(&[0x18, 0x3c, 0x66, 0xc3, 0xff, 0xc3, 0xc3, 0x81]);
+    head.truncate(head.len());
+    m.push((311, with_image(head, mid, string)));
+    // stroke: a diagonal line over the whole surface
+    let mut head = base((0, 0, H, W));
+    let mut mid = vec![0u8]; // line flags
+    mid.extend(solid(0x0000_ffff));
+    mid.extend_from_slice(&PUT.to_le_bytes());
+    mid.extend_from_slice(&PUT.to_le_bytes());
+    let mut path = 1u32.to_le_bytes().to_vec();
+    path.push(1 | 2); // BEGIN | END
+    path.extend_from_slice(&2u32.to_le_bytes());
+    for v in [1i32 << 4, 45 << 4, 60 << 4, 3 << 4] {
+        path.extend_from_slice(&v.to_le_bytes());
+    }
+    head.truncate(head.len());
+    m.push((310, with_image(head, mid, path)));
+    // composite OVER of a semi-transparent RGBA image
+    let mut head = base((30, 30, 42, 42));
+    head.extend_from_slice(&3u32.to_le_bytes()); // op OVER, no mask, no transforms
+    let argb: Vec<u32> = pattern(12, 12, 9)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let a = (i as u32 * 21) & 0xff;
+            // premultiplied: colour channels at most alpha
+            let c = |v: u32| (v * a) / 255;
+            a << 24 | c((p >> 16) & 0xff) << 16 | c((p >> 8) & 0xff) << 8 | c(p & 0xff)
+        })
+        .collect();
+    let mut mid = Vec::new();
+    mid.extend_from_slice(&[0, 0, 0, 0]); // src_origin, mask_origin (i16 x2 each)
+    mid.extend_from_slice(&[0, 0, 0, 0]);
+    m.push((318, with_image(head, mid, bitmap(10, 9, 12, 12, &argb))));
+    m.push((102, Vec::new())); // MARK
+    m
+}
+
+fn read_png(path: &Path) -> Vec<u8> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    buf.truncate(info.buffer_size());
+    buf
+}
+
+#[test]
+fn scripted_draws_render_as_spice_gtk_draws_them() {
+    let dir = Scratch::new("draws");
+    let server = FakeServer::start(messages());
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", server.port), true, &["--no-video"]);
+    let go = dir.path.join("go");
+    std::fs::write(&go, "go").unwrap();
+    let shot = dir.path.join("spice-gtk.ppm");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/spice-gtk-shot");
+    let out = run_bounded(
+        Command::new(script)
+            .args(["127.0.0.1", &tap.port().to_string()])
+            .arg(&shot)
+            .arg("--until-file")
+            .arg(&go)
+            .args(["--settle", "1", "--timeout", "60"]),
+        Duration::from_secs(90),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tap.stop();
+    let session = tap.sessions().pop().unwrap();
+    let png = session.join("rendered.png");
+    let r =
+        run_bounded(Command::new(SPICETAP).arg("render").arg(&session).arg("--png").arg(&png), Duration::from_secs(60));
+    eprintln!("{}", String::from_utf8_lossy(&r.stderr));
+    let rendered = read_png(&png);
+    let (w, h, expected) = read_ppm(&shot);
+    assert_eq!((w, h), (W as usize, H as usize));
+    let mut report = Vec::new();
+    let mut total = 0;
+    for y in 0..H {
+        for x in 0..W {
+            let i = (y * W + x) as usize * 3;
+            if rendered[i..i + 3] != expected[i..i + 3] {
+                total += 1;
+            }
+        }
+    }
+    for (name, t, l, b, rr) in AREAS {
+        let mut n = 0;
+        for y in *t..*b {
+            for x in *l..*rr {
+                let i = (y * W + x) as usize * 3;
+                if rendered[i..i + 3] != expected[i..i + 3] {
+                    n += 1;
+                }
+            }
+        }
+        let drawn = (*t..*b)
+            .flat_map(|y| (*l..*rr).map(move |x| (y * W + x) as usize * 3))
+            .filter(|&i| expected[i..i + 3] != [0x40, 0x40, 0x40])
+            .count();
+        assert!(drawn > 0, "{name}: spice-gtk left the area as background; the message was not drawn");
+        report.push(format!("{name}: {n} of {drawn} drawn pixels differ"));
+    }
+    eprintln!("{}\ntotal: {total}", report.join("\n"));
+    assert!(r.status.success(), "spicetap render: {}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(total, 0, "{}", report.join("; "));
+}

@@ -1,0 +1,86 @@
+//! A scripted SPICE server for drawing tests: it speaks just enough of the
+//! protocol (link stage with a real RSA key, SPICE_MSG_MAIN_INIT,
+//! SPICE_MSG_MAIN_CHANNELS_LIST) for spice-gtk to open one display channel,
+//! then sends the display messages it was given and keeps the connections
+//! open. It lets spice-gtk and spicetap draw messages QEMU never sends.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+/// Message types used here (spice-protocol `enums.h`).
+const MAIN_INIT: u16 = 103;
+const MAIN_CHANNELS_LIST: u16 = 104;
+
+fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
+    let mut v = ty.to_le_bytes().to_vec();
+    v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// The listening fake server; its threads end with the test process.
+pub struct FakeServer {
+    pub port: u16,
+}
+
+impl FakeServer {
+    /// Serves `display` (type, body) messages on each display channel.
+    pub fn start(display: Vec<(u16, Vec<u8>)>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let display = display.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &display);
+                });
+            }
+        });
+        Self { port }
+    }
+}
+
+fn serve(mut s: TcpStream, display: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
+    let mut header = [0u8; 16];
+    s.read_exact(&mut header)?;
+    let size = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
+    let mut mess = vec![0u8; size];
+    s.read_exact(&mut mess)?;
+    let channel_type = mess[4];
+    let key = spicetap::auth::ticket::LinkKey::generate().unwrap();
+    let mut reply = Vec::new();
+    reply.extend_from_slice(&0u32.to_le_bytes());
+    reply.extend_from_slice(key.public_der());
+    for v in [1u32, 0, 178, 0b1011] {
+        reply.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut out = b"REDQ".to_vec();
+    for v in [2u32, 2, reply.len() as u32] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out.extend_from_slice(&reply);
+    s.write_all(&out)?;
+    let mut mech_ticket = [0u8; 4 + 128];
+    s.read_exact(&mut mech_ticket)?;
+    s.write_all(&0u32.to_le_bytes())?;
+    match channel_type {
+        1 => {
+            let init: Vec<u8> = [4242u32, 1, 3, 1, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+            s.write_all(&mini(MAIN_INIT, &init))?;
+            let mut list = 1u32.to_le_bytes().to_vec();
+            list.extend_from_slice(&[2, 0]);
+            s.write_all(&mini(MAIN_CHANNELS_LIST, &list))?;
+        }
+        2 => {
+            for (ty, body) in display {
+                s.write_all(&mini(*ty, body))?;
+            }
+        }
+        _ => {}
+    }
+    // Keep the channel open, discarding what the client sends.
+    let mut buf = [0u8; 4096];
+    while s.read(&mut buf)? > 0 {}
+    Ok(())
+}
