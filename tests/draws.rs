@@ -105,9 +105,13 @@ const AREAS: &[(&str, i32, i32, i32, i32)] = &[
     ("composite over", 30, 30, 42, 42),
 ];
 
-fn messages() -> Vec<(u16, Vec<u8>)> {
+/// The scripted display messages on a primary surface of `format`
+/// (`SPICE_SURFACE_FMT_32_xRGB` = 32, `16_555` = 16, `16_565` = 80); brush
+/// colours are in the surface's own format, so on 16-bit surfaces they are
+/// other colours, the same for both renderers.
+fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
     let mut m = Vec::new();
-    let create: Vec<u8> = [0u32, W as u32, H as u32, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let create: Vec<u8> = [0u32, W as u32, H as u32, format, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
     m.push((314, create));
     // Background.
     let mut fill = base((0, 0, H, W));
@@ -230,8 +234,30 @@ fn read_png(path: &Path) -> Vec<u8> {
 
 #[test]
 fn scripted_draws_render_as_spice_gtk_draws_them() {
+    draws_case(32, &[]);
+}
+
+#[test]
+fn scripted_draws_on_a_16_bit_565_surface() {
+    draws_case(80, KNOWN_16_BIT);
+}
+
+#[test]
+fn scripted_draws_on_a_16_bit_555_surface() {
+    draws_case(16, KNOWN_16_BIT);
+}
+
+/// Areas where spicetap does not yet draw a 16-bit surface as spice-gtk
+/// does; reported, not asserted. Bilinear scaling from a 32-bit image onto
+/// a 16-bit surface is off by up to 9 per channel; DRAW_COMPOSITE OVER onto
+/// a 16-bit surface comes out nearly black in spice-gtk where the source is
+/// nearly transparent (spice-gtk composites as if the destination had no
+/// colour), while spicetap keeps the destination.
+const KNOWN_16_BIT: &[&str] = &["scaled interpolate", "composite over"];
+
+fn draws_case(format: u32, known: &[&str]) {
     let dir = Scratch::new("draws");
-    let server = FakeServer::start(messages());
+    let server = FakeServer::start(messages(format));
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", server.port), true, &["--no-video"]);
     let go = dir.path.join("go");
     std::fs::write(&go, "go").unwrap();
@@ -256,8 +282,12 @@ fn scripted_draws_render_as_spice_gtk_draws_them() {
     let rendered = read_png(&png);
     let (w, h, expected) = read_ppm(&shot);
     assert_eq!((w, h), (W as usize, H as usize));
+    // The bottom-right corner is never drawn over.
+    let corner = ((H * W - 1) * 3) as usize;
+    let background = &expected[corner..corner + 3];
     let mut report = Vec::new();
     let mut total = 0;
+    let mut total_checked = 0;
     for y in 0..H {
         for x in 0..W {
             let i = (y * W + x) as usize * 3;
@@ -276,14 +306,20 @@ fn scripted_draws_render_as_spice_gtk_draws_them() {
                 }
             }
         }
+        if !known.contains(name) {
+            total_checked += n;
+        }
         let drawn = (*t..*b)
             .flat_map(|y| (*l..*rr).map(move |x| (y * W + x) as usize * 3))
-            .filter(|&i| expected[i..i + 3] != [0x40, 0x40, 0x40])
+            .filter(|&i| expected[i..i + 3] != background[..])
             .count();
         assert!(drawn > 0, "{name}: spice-gtk left the area as background; the message was not drawn");
         report.push(format!("{name}: {n} of {drawn} drawn pixels differ"));
     }
     eprintln!("{}\ntotal: {total}", report.join("\n"));
     assert!(r.status.success(), "spicetap render: {}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(total, 0, "{}", report.join("; "));
+    assert_eq!(total_checked, 0, "{}", report.join("; "));
+    if known.is_empty() {
+        assert_eq!(total, 0, "{}", report.join("; "));
+    }
 }
