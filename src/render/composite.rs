@@ -21,7 +21,7 @@
 use thiserror::Error;
 
 use super::canvas::Surface;
-use super::display::{Clip, DisplayBase, Rect};
+use super::display::{DisplayBase, DisplayError, Rect};
 use super::image::Pixels;
 use crate::limits::MAX_CLIP_RECTS;
 use crate::wire::{Reader, WireError};
@@ -225,30 +225,14 @@ impl Composite {
     }
 }
 
-fn read_rect(r: &mut Reader<'_>) -> Result<Rect, WireError> {
-    Ok(Rect { top: r.i32()?, left: r.i32()?, bottom: r.i32()?, right: r.i32()? })
-}
-
-fn read_base(r: &mut Reader<'_>) -> Result<DisplayBase, CompositeError> {
-    let surface_id = r.u32()?;
-    let bbox = read_rect(r)?;
-    let clip = match r.u8()? {
-        0 => Clip::None,
-        1 => {
-            let n = r.u32()?;
-            if n > MAX_CLIP_RECTS {
-                return Err(CompositeError::TooManyRects(n));
-            }
-            // Each rectangle is 16 bytes: refuse counts the body cannot hold
-            // before allocating anything.
-            if u64::from(n) * 16 > r.remaining() as u64 {
-                return Err(WireError { need: n as usize * 16, have: r.remaining() }.into());
-            }
-            Clip::Rects((0..n).map(|_| read_rect(r)).collect::<Result<_, _>>()?)
+impl From<DisplayError> for CompositeError {
+    fn from(e: DisplayError) -> Self {
+        match e {
+            DisplayError::Short(w) => Self::Short(w),
+            DisplayError::TooManyRects(n) => Self::TooManyRects(n),
+            DisplayError::Invalid { what, value } => Self::Invalid { what, value },
         }
-        v => return Err(CompositeError::Invalid { what: "clip type", value: u32::from(v) }),
-    };
-    Ok(DisplayBase { surface_id, bbox, clip })
+    }
 }
 
 fn check_offset(what: &'static str, offset: u32, len: usize) -> Result<u32, CompositeError> {
@@ -266,7 +250,7 @@ fn check_offset(what: &'static str, offset: u32, len: usize) -> Result<u32, Comp
 /// clip type or an image offset outside the body.
 pub fn parse_composite(body: &[u8]) -> Result<Composite, CompositeError> {
     let mut r = Reader::new(body);
-    let base = read_base(&mut r)?;
+    let base = DisplayBase::read(&mut r)?;
     let fl = r.u32()?;
     let src_bitmap = check_offset("source image", r.u32()?, body.len())?;
     let mask_bitmap =
@@ -646,6 +630,7 @@ pub fn draw_composite(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::render::display::Clip;
     use std::sync::Arc;
 
     fn pix(width: u32, height: u32, data: Vec<u32>) -> Pixels {

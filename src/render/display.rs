@@ -186,7 +186,8 @@ pub struct DisplayBase {
 }
 
 impl DisplayBase {
-    fn read(r: &mut Reader<'_>) -> Result<Self, DisplayError> {
+    /// Reads a `SpiceMsgDisplayBase` (also the head of DRAW_COMPOSITE).
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self, DisplayError> {
         Ok(Self { surface_id: r.u32()?, bbox: Rect::read(r)?, clip: Clip::read(r)? })
     }
 }
