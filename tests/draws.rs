@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -223,15 +222,6 @@ fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
     m
 }
 
-fn read_png(path: &Path) -> Vec<u8> {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    buf.truncate(info.buffer_size());
-    buf
-}
-
 #[test]
 fn scripted_draws_render_as_spice_gtk_draws_them() {
     draws_case(32, &[]);
@@ -262,24 +252,14 @@ fn draws_case(format: u32, known: &[&str]) {
     let go = dir.path.join("go");
     std::fs::write(&go, "go").unwrap();
     let shot = dir.path.join("spice-gtk.ppm");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/spice-gtk-shot");
-    let out = run_bounded(
-        Command::new(script)
-            .args(["127.0.0.1", &tap.port().to_string()])
-            .arg(&shot)
-            .arg("--until-file")
-            .arg(&go)
-            .args(["--settle", "1", "--timeout", "60"]),
-        Duration::from_secs(90),
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    spice_gtk_shot_with(tap.port(), &shot, &go, &["--settle", "1", "--timeout", "60"], Duration::from_secs(90));
     tap.stop();
     let session = tap.sessions().pop().unwrap();
     let png = session.join("rendered.png");
     let r =
         run_bounded(Command::new(SPICETAP).arg("render").arg(&session).arg("--png").arg(&png), Duration::from_secs(60));
     eprintln!("{}", String::from_utf8_lossy(&r.stderr));
-    let rendered = read_png(&png);
+    let (_, _, rendered) = read_png(&png);
     let (w, h, expected) = read_ppm(&shot);
     assert_eq!((w, h), (W as usize, H as usize));
     // The bottom-right corner is never drawn over.

@@ -11,17 +11,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// RGB bytes of a PNG.
-fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Rgb);
-    buf.truncate(info.buffer_size());
-    (info.width, info.height, buf)
-}
-
 /// Renders `session` up to its first MARK (the frame spicy-screenshot
 /// saves: the SeaBIOS text cursor blinks, so later frames differ), checking
 /// that spicetap met image type `image`.

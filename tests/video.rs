@@ -63,17 +63,7 @@ fn live_session_mp4_plays_lasts_as_long_and_ends_on_spice_gtk_picture() {
         })
     };
     let shot = dir.path.join("spice-gtk.ppm");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/spice-gtk-shot");
-    let out = run_bounded(
-        Command::new(script)
-            .args(["127.0.0.1", &tap.port().to_string()])
-            .arg(&shot)
-            .arg("--until-file")
-            .arg(&go)
-            .args(["--settle", "0"]),
-        Duration::from_secs(120),
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    spice_gtk_shot_with(tap.port(), &shot, &go, &["--settle", "0"], Duration::from_secs(120));
     toucher.join().unwrap();
     tap.stop();
 

@@ -417,6 +417,19 @@ pub fn spicy_screenshot_password(port: u16, password: Option<&str>, out: &Path) 
 /// stays connected to `port` until `until_file` contains `until_text` and
 /// the display has been quiet for 2 s, then saves its primary surface.
 pub fn spice_gtk_shot(port: u16, out: &Path, until_file: &Path, until_text: &str) {
+    spice_gtk_shot_with(
+        port,
+        out,
+        until_file,
+        &["--until-text", until_text, "--timeout", "240"],
+        Duration::from_secs(300),
+    );
+}
+
+/// `scripts/spice-gtk-shot` on `port` saving to `out` once `until_file`
+/// exists, with more of its options in `args`; the run is bounded by
+/// `limit` and must succeed.
+pub fn spice_gtk_shot_with(port: u16, out: &Path, until_file: &Path, args: &[&str], limit: Duration) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/spice-gtk-shot");
     let result = run_bounded(
         Command::new(script)
@@ -424,10 +437,21 @@ pub fn spice_gtk_shot(port: u16, out: &Path, until_file: &Path, until_text: &str
             .arg(out)
             .arg("--until-file")
             .arg(until_file)
-            .args(["--until-text", until_text, "--timeout", "240"]),
-        Duration::from_secs(300),
+            .args(args),
+        limit,
     );
     assert!(result.status.success(), "spice-gtk-shot failed: {}", String::from_utf8_lossy(&result.stderr));
+}
+
+/// Width, height and RGB bytes of an 8-bit RGB PNG.
+pub fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
 }
 
 /// Runs a command with a time limit, capturing its output (read while it
