@@ -201,16 +201,19 @@ impl MessageAssembler {
     }
 }
 
+/// A message with a mini header (type u16, size u32, little-endian), for
+/// tests that build streams by hand.
+#[cfg(test)]
+pub(crate) fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
+    let mut v = ty.to_le_bytes().to_vec();
+    v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
-        let mut v = ty.to_le_bytes().to_vec();
-        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     fn full(serial: u64, ty: u16, body: &[u8]) -> Vec<u8> {
         let mut v = serial.to_le_bytes().to_vec();

@@ -158,14 +158,8 @@ fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, u8, HeaderKind, [u
 mod tests {
     use super::*;
     use crate::capture::pcap::TcpConversation;
+    use crate::framing::mini;
     use std::time::SystemTime;
-
-    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
-        let mut v = ty.to_le_bytes().to_vec();
-        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     /// A pcap of a stream without link stage, as ryll's `--capture` writes them.
     #[test]

@@ -286,13 +286,7 @@ async fn stopping(rx: &mut watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
-        let mut v = ty.to_le_bytes().to_vec();
-        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        v.extend_from_slice(body);
-        v
-    }
+    use crate::framing::mini;
 
     #[test]
     fn drop_filter_removes_whole_messages_at_any_cut() {

@@ -271,15 +271,9 @@ pub fn write_png(surface: &Surface, path: &Path) -> Result<(), OfflineError> {
 mod tests {
     use super::*;
     use crate::capture::pcap::TcpConversation;
+    use crate::framing::mini;
     use crate::link::{HeaderKind, LinkHeader, LinkReply};
     use std::time::SystemTime;
-
-    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
-        let mut v = ty.to_le_bytes().to_vec();
-        v.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     /// DRAW_COPY of a 1x1 image (`image`: descriptor and payload) at (0,0).
     fn draw_copy(image: &[u8]) -> Vec<u8> {
