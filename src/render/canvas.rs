@@ -317,6 +317,25 @@ impl Surface {
     pub fn pixels(&self) -> Pixels {
         Pixels { width: self.width, height: self.height, data: std::sync::Arc::new(self.data.clone()) }
     }
+
+    /// An image (not a surface) as spice-gtk fetches it to draw on this
+    /// surface when it asks for the canvas format (`canvas_base.c`
+    /// `canvas_get_image` with `want_original` false, converting to
+    /// `canvas_get_target_format`): on a 16-bit surface every pixel is
+    /// truncated to `x1r5g5b5` / `r5g6b5` and read back opaque, so an
+    /// image's alpha is lost; on other surfaces the image is unchanged.
+    ///
+    /// Only operations that interpolate or read alpha (bilinear scaling,
+    /// DRAW_COMPOSITE) need this; for the others [`Self::settle`] after the
+    /// write gives the same result.
+    pub fn in_canvas_format(&self, image: Pixels) -> Pixels {
+        if !self.is_16bit() {
+            return image;
+        }
+        let f = self.format;
+        let data = image.data.iter().map(|&p| quantize(f, p) | 0xff00_0000).collect();
+        Pixels { width: image.width, height: image.height, data: std::sync::Arc::new(data) }
+    }
 }
 
 #[cfg(test)]
@@ -397,5 +416,15 @@ mod tests {
         let before = s.data[1];
         s.fill(&region, 0x00ff_ffff, Rop::from_descriptor(ropd::OP_XOR, RopSource::Brush));
         assert_eq!(s.data[1], quantize(FMT_16_555, before ^ 0x00ff_ffff));
+    }
+
+    #[test]
+    fn images_in_a_sixteen_bit_canvas_format_lose_alpha() {
+        let argb = px(2, 1, vec![0x2010_0804, 0x0012_3456]);
+        let s565 = Surface::new(1, 1, FMT_16_565);
+        // 0x10 >> 3 = 2 -> 0x10, 0x08 >> 2 = 2 -> 0x08, 0x04 >> 3 = 0.
+        assert_eq!(*s565.in_canvas_format(argb.clone()).data, [0xff10_0800, 0xff10_3452]);
+        let s32 = Surface::new(1, 1, 96);
+        assert_eq!(s32.in_canvas_format(argb.clone()), argb);
     }
 }

@@ -367,6 +367,13 @@ impl DisplayRenderer {
                     let dy = i64::from(copy.src_area.top) - i64::from(base.bbox.top);
                     surface.blit(&region, &pixels, dx, dy, rop);
                 } else {
+                    // Bilinear scaling interpolates what spice-gtk fetched:
+                    // on 16-bit surfaces, the image already truncated.
+                    let pixels = if image::descriptor_type(body, copy.src_bitmap) == Some(image::image_type::SURFACE) {
+                        pixels
+                    } else {
+                        surface.in_canvas_format(pixels)
+                    };
                     raster::scale_blit(surface, &region, &pixels, copy.src_area, base.bbox, copy.scale_mode, rop);
                     surface.settle(&region);
                 }
@@ -643,6 +650,15 @@ impl DisplayRenderer {
         };
         let Some(surface) = self.surfaces.get_mut(&c.base.surface_id) else {
             return Err(StrokeOutcome::Error(ImageError::MissingSurface(c.base.surface_id).to_string()));
+        };
+        // Images other than surfaces come in the canvas format: on 16-bit
+        // surfaces opaque and truncated (canvas_draw_composite fetches both
+        // with want_original false).
+        let is_surface = |offset| image::descriptor_type(body, offset) == Some(image::image_type::SURFACE);
+        let src = if is_surface(c.src_bitmap) { src } else { surface.in_canvas_format(src) };
+        let mask = match (mask, c.mask_bitmap) {
+            (Some(m), Some(at)) if !is_surface(at) => Some(surface.in_canvas_format(m)),
+            (m, _) => m,
         };
         let region = surface.region(&c.base.bbox, &c.base.clip);
         match draw_composite(surface, &region, &c, &src, mask.as_ref()) {
