@@ -21,7 +21,12 @@ fn rect(t: i32, l: i32, b: i32, r: i32) -> Vec<u8> {
 
 /// DisplayBase on surface 0 with `bbox`, no clip.
 fn base(bbox: (i32, i32, i32, i32)) -> Vec<u8> {
-    let mut b = 0u32.to_le_bytes().to_vec();
+    base_on(0, bbox)
+}
+
+/// DisplayBase on `surface_id` with `bbox`, no clip.
+fn base_on(surface_id: u32, bbox: (i32, i32, i32, i32)) -> Vec<u8> {
+    let mut b = surface_id.to_le_bytes().to_vec();
     b.extend(rect(bbox.0, bbox.1, bbox.2, bbox.3));
     b.push(0);
     b
@@ -50,6 +55,60 @@ fn bitmap(id: u64, fmt: u8, w: u32, h: u32, pixels: &[u32]) -> Vec<u8> {
     b.extend_from_slice(&0u32.to_le_bytes());
     for p in pixels {
         b.extend_from_slice(&p.to_le_bytes());
+    }
+    b
+}
+
+/// An 8BIT_A BITMAP SpiceImage (one alpha byte per pixel), top-down.
+fn alpha_bitmap(id: u64, w: u32, h: u32, alphas: &[u8]) -> Vec<u8> {
+    let mut b = id.to_le_bytes().to_vec();
+    b.extend_from_slice(&[0, 0]);
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&[10, 4]);
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.extend_from_slice(alphas);
+    b
+}
+
+/// A SURFACE SpiceImage naming `surface_id` (`w` x `h`).
+fn surface_image(surface_id: u32, w: u32, h: u32) -> Vec<u8> {
+    let mut b = (1000 + u64::from(surface_id)).to_le_bytes().to_vec();
+    b.extend_from_slice(&[104, 0]);
+    b.extend_from_slice(&w.to_le_bytes());
+    b.extend_from_slice(&h.to_le_bytes());
+    b.extend_from_slice(&surface_id.to_le_bytes());
+    b
+}
+
+/// SURFACE_CREATE of a non-primary surface.
+fn surface_create(surface_id: u32, w: u32, h: u32, format: u32) -> (u16, Vec<u8>) {
+    (314, [surface_id, w, h, format, 0].iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
+/// DRAW_COMPOSITE on `surface_id` over `bbox` with `flags` (operator in
+/// the low byte), the source image and an optional mask (HAS_MASK is set
+/// here), both origins at (0, 0).
+fn composite(surface_id: u32, bbox: (i32, i32, i32, i32), flags: u32, src: Vec<u8>, mask: Option<Vec<u8>>) -> Vec<u8> {
+    let mut b = base_on(surface_id, bbox);
+    let flags = if mask.is_some() { flags | 1 << 19 } else { flags };
+    b.extend_from_slice(&flags.to_le_bytes());
+    let ptrs = b.len();
+    b.extend_from_slice(&[0; 4]);
+    if mask.is_some() {
+        b.extend_from_slice(&[0; 4]);
+    }
+    b.extend_from_slice(&[0; 8]); // src_origin, mask_origin
+    let at = b.len() as u32;
+    b[ptrs..ptrs + 4].copy_from_slice(&at.to_le_bytes());
+    b.extend(src);
+    if let Some(mask) = mask {
+        let at = b.len() as u32;
+        b[ptrs + 4..ptrs + 8].copy_from_slice(&at.to_le_bytes());
+        b.extend(mask);
     }
     b
 }
@@ -90,8 +149,12 @@ fn pattern(w: u32, h: u32, seed: u32) -> Vec<u32> {
 const PUT: u16 = 1 << 3;
 const XOR: u16 = 1 << 6;
 
-/// The areas drawn, each by one kind of message: (name, t, l, b, r).
-const AREAS: &[(&str, i32, i32, i32, i32)] = &[
+/// An area of the primary surface drawn by one kind of message:
+/// (name, t, l, b, r).
+type Area = (&'static str, i32, i32, i32, i32);
+
+/// The areas of [`messages`].
+const AREAS: &[Area] = &[
     ("copy", 2, 2, 14, 14),
     ("scaled nearest", 2, 16, 14, 28),
     ("scaled interpolate", 2, 30, 14, 42),
@@ -222,24 +285,101 @@ fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
     m
 }
 
+/// The areas of [`offscreen_messages`].
+const OFFSCREEN_AREAS: &[Area] = &[
+    ("A8 surface mask", 2, 2, 14, 14),
+    ("DEST_OPAQUE on ARGB", 2, 30, 14, 42),
+    ("8BIT_A bitmap mask", 16, 2, 28, 14),
+    ("ARGB surface source", 16, 30, 28, 42),
+];
+
+/// Off-screen surfaces (8_A, 1_A, 32_ARGB) drawn on, then brought onto the
+/// 32-bit primary as composite masks, sources or copies.
+fn offscreen_messages() -> Vec<(u16, Vec<u8>)> {
+    const OVER: u32 = 3;
+    const OUT: u32 = 7;
+    const SRC: u32 = 1;
+    const DEST_OPAQUE: u32 = 1 << 24;
+    let mut m = Vec::new();
+    let create: Vec<u8> = [0u32, W as u32, H as u32, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    m.push((314, create));
+    let mut fill = base((0, 0, H, W));
+    fill.extend(solid(0x0040_4040));
+    fill.extend_from_slice(&PUT.to_le_bytes());
+    fill.extend(no_mask());
+    m.push((302, fill));
+    let gradient: Vec<u8> = (0..144u32).map(|i| ((i % 12 + i / 12) * 11) as u8).collect();
+    let argb: Vec<u32> = pattern(12, 12, 21)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let a = (i as u32 * 37) & 0xff;
+            let c = |v: u32| (v * a) / 255;
+            a << 24 | c((p >> 16) & 0xff) << 16 | c((p >> 8) & 0xff) << 8 | c(p & 0xff)
+        })
+        .collect();
+    // Surface 1, 8_A: fills (alpha from the colour's low byte), one XOR;
+    // it masks an opaque image onto the primary. (spice-gtk can only fill
+    // an 8_A surface: a DRAW_COPY or DRAW_COMPOSITE onto it, or a copy from
+    // it onto a 32-bit surface, aborts in spice_pixman_blit, which blits
+    // only equal depths of 16 or 32 bits; a 1_A surface cannot even be
+    // filled.)
+    m.push(surface_create(1, 12, 12, 8));
+    for (bbox, color, rop) in
+        [((0, 0, 12, 12), 0x1234_56c0, PUT), ((0, 0, 12, 4), 0x80, PUT), ((6, 0, 12, 12), 0x3c, XOR)]
+    {
+        let mut fill = base_on(1, bbox);
+        fill.extend(solid(color));
+        fill.extend_from_slice(&rop.to_le_bytes());
+        fill.extend(no_mask());
+        m.push((302, fill));
+    }
+    let src = || bitmap(31, 8, 12, 12, &pattern(12, 12, 31));
+    m.push((318, composite(0, (2, 2, 14, 14), OVER, src(), Some(surface_image(1, 12, 12)))));
+    // Surface 3, 32_ARGB, transparent: OUT with DEST_OPAQUE, then copied.
+    m.push(surface_create(3, 12, 12, 96));
+    m.push((318, composite(3, (0, 0, 12, 12), OUT | DEST_OPAQUE, src(), None)));
+    let mut mid = rect(0, 0, 12, 12);
+    mid.extend_from_slice(&PUT.to_le_bytes());
+    mid.push(1);
+    mid.extend(no_mask());
+    m.push((304, with_image(base((2, 30, 14, 42)), mid, surface_image(3, 12, 12))));
+    // (A DRAW_COPY from the 8_A surface onto the primary would abort
+    // spice-gtk: spice_pixman_blit asserts equal depths.)
+    // An 8BIT_A bitmap (not a surface) as a mask.
+    m.push((318, composite(0, (16, 2, 28, 14), OVER, src(), Some(alpha_bitmap(33, 12, 12, &gradient)))));
+    // Surface 5, 32_ARGB: the RGBA image composited in, then OVER the
+    // primary as a surface source.
+    m.push(surface_create(5, 12, 12, 96));
+    m.push((318, composite(5, (0, 0, 12, 12), SRC, bitmap(35, 9, 12, 12, &argb), None)));
+    m.push((318, composite(0, (16, 30, 28, 42), OVER, surface_image(5, 12, 12), None)));
+    m.push((102, Vec::new()));
+    m
+}
+
 #[test]
 fn scripted_draws_render_as_spice_gtk_draws_them() {
-    draws_case(32);
+    draws_case(messages(32), AREAS);
 }
 
 #[test]
 fn scripted_draws_on_a_16_bit_565_surface() {
-    draws_case(80);
+    draws_case(messages(80), AREAS);
 }
 
 #[test]
 fn scripted_draws_on_a_16_bit_555_surface() {
-    draws_case(16);
+    draws_case(messages(16), AREAS);
 }
 
-fn draws_case(format: u32) {
+#[test]
+fn scripted_draws_on_off_screen_alpha_and_argb_surfaces() {
+    draws_case(offscreen_messages(), OFFSCREEN_AREAS);
+}
+
+fn draws_case(messages: Vec<(u16, Vec<u8>)>, areas: &[Area]) {
     let dir = Scratch::new("draws");
-    let server = FakeServer::start(messages(format));
+    let server = FakeServer::start(messages);
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", server.port), true, &["--no-video"]);
     let go = dir.path.join("go");
     std::fs::write(&go, "go").unwrap();
@@ -267,7 +407,7 @@ fn draws_case(format: u32) {
             }
         }
     }
-    for (name, t, l, b, rr) in AREAS {
+    for (name, t, l, b, rr) in areas {
         let mut n = 0;
         for y in *t..*b {
             for x in *l..*rr {

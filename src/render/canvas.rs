@@ -8,7 +8,7 @@
 //! optionally invert the result (`canvas_base.c` `ropd_descriptor_to_rop`).
 
 use super::display::{Clip, Rect};
-use super::image::Pixels;
+use super::image::{Alpha, Pixels};
 
 /// `SPICE_ROPD_*` bits (spice-common `spice.proto` `ropd`).
 #[allow(missing_docs)]
@@ -111,10 +111,19 @@ impl Rop {
     }
 }
 
+/// `SPICE_SURFACE_FMT_1_A`: 1-bit alpha only (pixman `a1`); the
+/// `SPICE_SURFACE_FMT_*` values are spice-protocol `enums.h`'s.
+pub const FMT_1_A: u32 = 1;
+/// `SPICE_SURFACE_FMT_8_A`: 8-bit alpha only (pixman `a8`).
+pub const FMT_8_A: u32 = 8;
 /// `SPICE_SURFACE_FMT_16_555`.
 pub const FMT_16_555: u32 = 16;
 /// `SPICE_SURFACE_FMT_16_565`.
 pub const FMT_16_565: u32 = 80;
+/// `SPICE_SURFACE_FMT_32_xRGB`.
+pub const FMT_32_XRGB: u32 = 32;
+/// `SPICE_SURFACE_FMT_32_ARGB`.
+pub const FMT_32_ARGB: u32 = 96;
 
 /// A 5-bit channel widened to 8 bits as pixman does (bit replication).
 #[inline]
@@ -128,16 +137,26 @@ fn widen6(v: u32) -> u32 {
     (v << 2) | (v >> 4)
 }
 
-/// What a 32-bit pixel becomes on a 16-bit surface and back: each channel
-/// truncated to 5 (or 6 for 565 green) bits and widened again. Bitwise
-/// raster operations commute with this, so applying it after each write
-/// keeps a 16-bit surface exact.
+/// What a 32-bit pixel becomes on a surface of `format` and back, as pixman
+/// stores and fetches it: on 16-bit surfaces each channel truncated to 5
+/// (or 6 for 565 green) bits and widened again; on alpha-only surfaces
+/// only the alpha byte kept (`a8`), or its top bit widened to 0 or 0xff
+/// (`a1`). Bitwise raster operations commute with this, so applying it
+/// after each write keeps such a surface exact.
 #[inline]
 fn quantize(format: u32, p: u32) -> u32 {
     let (r, g, b) = ((p >> 16) & 0xff, (p >> 8) & 0xff, p & 0xff);
     match format {
         FMT_16_555 => widen5(r >> 3) << 16 | widen5(g >> 3) << 8 | widen5(b >> 3),
         FMT_16_565 => widen5(r >> 3) << 16 | widen6(g >> 2) << 8 | widen5(b >> 3),
+        FMT_8_A => p & 0xff00_0000,
+        FMT_1_A => {
+            if p & 0x8000_0000 != 0 {
+                0xff00_0000
+            } else {
+                0
+            }
+        }
         _ => p,
     }
 }
@@ -170,20 +189,30 @@ impl Surface {
         matches!(self.format, FMT_16_555 | FMT_16_565)
     }
 
+    /// Whether the surface stores only alpha (`8_A`, `1_A`). Its pixels
+    /// are kept as `0xAA000000`, which is how pixman reads an `a8` or `a1`
+    /// image as a source or mask.
+    pub fn is_alpha_only(&self) -> bool {
+        matches!(self.format, FMT_8_A | FMT_1_A)
+    }
+
     /// A solid brush colour (given in the surface's own pixel format) as
-    /// `0x00RRGGBB`.
+    /// `0x00RRGGBB`; on an alpha-only surface, as `0xAA000000` with the
+    /// colour's low byte as alpha (`pixman_utils.c` `spice_pixman_fill_rect`
+    /// fills an 8-bit image with `value & 0xff`).
     pub fn brush_color(&self, color: u32) -> u32 {
         match self.format {
             FMT_16_555 => widen5((color >> 10) & 0x1f) << 16 | widen5((color >> 5) & 0x1f) << 8 | widen5(color & 0x1f),
             FMT_16_565 => widen5((color >> 11) & 0x1f) << 16 | widen6((color >> 5) & 0x3f) << 8 | widen5(color & 0x1f),
+            FMT_8_A | FMT_1_A => quantize(self.format, color << 24),
             _ => color,
         }
     }
 
-    /// On a 16-bit surface, brings the pixels of `region` to what the
-    /// surface can hold (no-op for 32-bit surfaces).
+    /// On a 16-bit or alpha-only surface, brings the pixels of `region` to
+    /// what the surface can hold (no-op for 32-bit surfaces).
     pub fn settle(&mut self, region: &[Rect]) {
-        if !self.is_16bit() {
+        if !self.is_16bit() && !self.is_alpha_only() {
             return;
         }
         let (w, f) = (self.width as usize, self.format);
@@ -309,32 +338,48 @@ impl Surface {
     /// `COPY_BITS`: copies the surface onto itself, destination (x, y)
     /// taking the old pixel at (x + dx, y + dy).
     pub fn copy_bits(&mut self, region: &[Rect], dx: i64, dy: i64) {
-        let snapshot = Pixels { width: self.width, height: self.height, data: std::sync::Arc::new(self.data.clone()) };
+        let snapshot = self.pixels();
         self.blit(region, &snapshot, dx, dy, Rop::PUT);
     }
 
     /// A copy of the pixels, for SPICE_IMAGE_TYPE_SURFACE sources.
     pub fn pixels(&self) -> Pixels {
-        Pixels { width: self.width, height: self.height, data: std::sync::Arc::new(self.data.clone()) }
+        let alpha = match self.format {
+            FMT_32_ARGB => Alpha::Premultiplied,
+            FMT_8_A | FMT_1_A => Alpha::Only,
+            _ => Alpha::None,
+        };
+        Pixels { width: self.width, height: self.height, data: std::sync::Arc::new(self.data.clone()), alpha }
     }
 
     /// An image (not a surface) as spice-gtk fetches it to draw on this
     /// surface when it asks for the canvas format (`canvas_base.c`
     /// `canvas_get_image` with `want_original` false, converting to
-    /// `canvas_get_target_format`): on a 16-bit surface every pixel is
-    /// truncated to `x1r5g5b5` / `r5g6b5` and read back opaque, so an
-    /// image's alpha is lost; on other surfaces the image is unchanged.
+    /// `canvas_get_target_format` with pixman's `SRC` operator), with the
+    /// alpha pixman then reads:
+    /// - 32-bit surfaces: an RGBA image keeps its alpha (`a8r8g8b8`); any
+    ///   other becomes opaque `x8r8g8b8`, so an `8BIT_A` image becomes
+    ///   opaque black;
+    /// - 16-bit surfaces: every pixel truncated to `x1r5g5b5` / `r5g6b5`
+    ///   and read back opaque, so alpha is lost;
+    /// - alpha-only surfaces: only the alpha, 0xff for an image without.
     ///
-    /// Only operations that interpolate or read alpha (bilinear scaling,
-    /// DRAW_COMPOSITE) need this; for the others [`Self::settle`] after the
-    /// write gives the same result.
+    /// DRAW_COMPOSITE reads images this way; so does bilinear scaling,
+    /// which interpolates the truncated colours. For the bitwise draws,
+    /// [`Self::settle`] after the write gives the same result.
     pub fn in_canvas_format(&self, image: Pixels) -> Pixels {
-        if !self.is_16bit() {
-            return image;
-        }
         let f = self.format;
-        let data = image.data.iter().map(|&p| quantize(f, p) | 0xff00_0000).collect();
-        Pixels { width: image.width, height: image.height, data: std::sync::Arc::new(data) }
+        let (width, height) = (image.width, image.height);
+        let (data, alpha): (Vec<u32>, Alpha) = if self.is_16bit() {
+            (image.data.iter().map(|&p| quantize(f, p) | 0xff00_0000).collect(), Alpha::None)
+        } else if self.is_alpha_only() {
+            (image.as_pixman_reads().data.iter().map(|&p| quantize(f, p)).collect(), Alpha::Only)
+        } else if image.alpha == Alpha::Premultiplied {
+            return image;
+        } else {
+            return image.opaque();
+        };
+        Pixels { width, height, data: std::sync::Arc::new(data), alpha }
     }
 }
 
@@ -344,7 +389,7 @@ mod tests {
     use std::sync::Arc;
 
     fn px(w: u32, h: u32, v: Vec<u32>) -> Pixels {
-        Pixels { width: w, height: h, data: Arc::new(v) }
+        Pixels::xrgb(w, h, v)
     }
 
     #[test]
@@ -424,7 +469,19 @@ mod tests {
         let s565 = Surface::new(1, 1, FMT_16_565);
         // 0x10 >> 3 = 2 -> 0x10, 0x08 >> 2 = 2 -> 0x08, 0x04 >> 3 = 0.
         assert_eq!(*s565.in_canvas_format(argb.clone()).data, [0xff10_0800, 0xff10_3452]);
-        let s32 = Surface::new(1, 1, 96);
-        assert_eq!(s32.in_canvas_format(argb.clone()), argb);
+        // On 32-bit surfaces only RGBA images keep their alpha.
+        let s32 = Surface::new(1, 1, FMT_32_ARGB);
+        assert_eq!(*s32.in_canvas_format(argb.clone()).data, [0xff10_0804, 0xff12_3456]);
+        let rgba = Pixels { alpha: Alpha::Premultiplied, ..argb.clone() };
+        assert_eq!(s32.in_canvas_format(rgba.clone()), rgba);
+        let a8 = Pixels { alpha: Alpha::Only, data: Arc::new(vec![0x8000_0000, 0]), ..argb };
+        assert_eq!(*s32.in_canvas_format(a8.clone()).data, [0xff00_0000, 0xff00_0000], "8BIT_A reads as opaque black");
+        // On alpha-only surfaces only alpha remains; 0xff without alpha.
+        let s8 = Surface::new(1, 1, FMT_8_A);
+        assert_eq!(*s8.in_canvas_format(rgba).data, [0x2000_0000, 0]);
+        assert_eq!(*s8.in_canvas_format(px(1, 1, vec![0x0012_3456])).data, [0xff00_0000]);
+        let s1 = Surface::new(1, 1, FMT_1_A);
+        assert_eq!(*s1.in_canvas_format(a8).data, [0xff00_0000, 0], "a1 keeps alpha's top bit");
+        assert_eq!(s8.brush_color(0x1234_56c0), 0xc000_0000);
     }
 }

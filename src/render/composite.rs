@@ -20,7 +20,7 @@
 
 use thiserror::Error;
 
-use super::canvas::Surface;
+use super::canvas::{FMT_1_A, FMT_8_A, FMT_32_ARGB, FMT_32_XRGB, Surface};
 use super::display::{DisplayBase, DisplayError, Rect};
 use super::image::Pixels;
 use crate::limits::MAX_CLIP_RECTS;
@@ -516,11 +516,6 @@ fn check_sampling(
     Ok(())
 }
 
-/// `SPICE_SURFACE_FMT_32_xRGB`.
-const FMT_32_XRGB: u32 = 32;
-/// `SPICE_SURFACE_FMT_32_ARGB`.
-const FMT_32_ARGB: u32 = 96;
-
 /// Composites `c` onto `surface` within `region` (the drawing's box
 /// intersected with its clip, as [`Surface::region`] gives), as spice-gtk's
 /// `canvas_draw_composite` does through `pixman_image_composite32`.
@@ -556,8 +551,12 @@ pub fn draw_composite(
         (false, true) => return Err(CompositeError::MaskMismatch("given without HAS_MASK")),
         _ => {}
     }
+    // canvas_get_image_from_self computes an opaque format for
+    // DEST_OPAQUE but creates the image in the surface's own format, so the
+    // flag changes nothing: x8r8g8b8 and 16-bit surfaces read opaque,
+    // a8r8g8b8 and alpha-only ones with their alpha.
     let dest_opaque = match surface.format {
-        FMT_32_ARGB => c.has(flags::DEST_OPAQUE),
+        FMT_32_ARGB | FMT_8_A | FMT_1_A => false,
         FMT_32_XRGB => true,
         _ if surface.is_16bit() => true,
         _ => return Err(CompositeError::Unsupported("destination surface format")),
@@ -634,7 +633,7 @@ mod tests {
     use std::sync::Arc;
 
     fn pix(width: u32, height: u32, data: Vec<u32>) -> Pixels {
-        Pixels { width, height, data: Arc::new(data) }
+        Pixels { width, height, data: Arc::new(data), alpha: crate::render::image::Alpha::Premultiplied }
     }
 
     fn comp(flags: u32, bbox: Rect) -> Composite {
@@ -755,18 +754,33 @@ mod tests {
     }
 
     #[test]
-    fn dest_opaque() {
-        // OUT with an opaque destination gives transparent black, not src.
+    fn dest_opaque_is_ignored_as_in_spice_gtk() {
+        // spice-gtk reads an ARGB destination with its alpha even under
+        // DEST_OPAQUE: OUT onto transparent black lets the source in, as
+        // without the flag (compared with spice-gtk in tests/draws.rs).
         let src = pix(1, 1, vec![0xff11_2233]);
-        let c = comp(u32::from(op::OUT) | flags::DEST_OPAQUE, rect(0, 0, 1, 1));
-        let mut s = argb(1, 1, 0x0000_0000);
+        for f in [flags::DEST_OPAQUE, 0] {
+            let c = comp(u32::from(op::OUT) | f, rect(0, 0, 1, 1));
+            let mut s = argb(1, 1, 0x0000_0000);
+            draw_composite(&mut s, &[rect(0, 0, 1, 1)], &c, &src, None).unwrap();
+            assert_eq!(s.data[0], 0xff11_2233);
+        }
+        // An opaque (x8r8g8b8) destination shuts the source out.
+        let c = comp(u32::from(op::OUT), rect(0, 0, 1, 1));
+        let mut s = Surface::new(1, 1, FMT_32_XRGB);
         draw_composite(&mut s, &[rect(0, 0, 1, 1)], &c, &src, None).unwrap();
         assert_eq!(s.data[0] & 0x00ff_ffff, 0);
-        // Without the flag the transparent destination lets the source in.
-        let c = comp(u32::from(op::OUT), rect(0, 0, 1, 1));
-        let mut s = argb(1, 1, 0x0000_0000);
+    }
+
+    #[test]
+    fn an_alpha_only_destination_keeps_only_alpha() {
+        let src = pix(1, 1, vec![0x8011_2233]);
+        let c = comp(u32::from(op::OVER), rect(0, 0, 1, 1));
+        let mut s = Surface::new(1, 1, FMT_8_A);
+        s.data[0] = 0x4000_0000;
         draw_composite(&mut s, &[rect(0, 0, 1, 1)], &c, &src, None).unwrap();
-        assert_eq!(s.data[0], 0xff11_2233);
+        // 0x80 + 0x40 * (255 - 0x80) / 255 = 0x80 + 0x20.
+        assert_eq!(s.data[0], 0xa000_0000);
     }
 
     #[test]

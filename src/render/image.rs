@@ -101,6 +101,25 @@ pub enum ImageError {
     CacheFull,
 }
 
+/// Which byte of decoded pixels pixman reads as alpha: what the image's
+/// own format gives it (spice-common `pixman_utils.c`
+/// `spice_bitmap_format_to_pixman`, `canvas_base.c` `canvas_get_quic`,
+/// `canvas_get_lz`: RGBA sources stay `a8r8g8b8`, `8BIT_A` and alpha-only
+/// LZ stay `a8`, everything else is `x8r8g8b8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Alpha {
+    /// No alpha channel (`x8r8g8b8`): read as opaque whatever the top byte
+    /// holds (0 as decoded, 0xff under `HIGH_BITS_SET`).
+    #[default]
+    None,
+    /// Premultiplied alpha in the top byte (`a8r8g8b8`): RGBA bitmaps,
+    /// QUIC/LZ/GLZ/LZ4 RGBA, `JPEG_ALPHA`, 32_ARGB surfaces.
+    Premultiplied,
+    /// Only alpha, in the top byte, colour bytes 0 (`a8`/`a1`): `8BIT_A`
+    /// bitmaps, LZ `A8`, 8_A and 1_A surfaces.
+    Only,
+}
+
 /// Decoded pixels: `width * height` u32 `0xAARRGGBB`, top-down rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pixels {
@@ -110,9 +129,32 @@ pub struct Pixels {
     pub height: u32,
     /// The pixels.
     pub data: Arc<Vec<u32>>,
+    /// What the top byte of each pixel means.
+    pub alpha: Alpha,
 }
 
 impl Pixels {
+    /// Pixels without alpha (`x8r8g8b8`).
+    pub fn xrgb(width: u32, height: u32, data: Vec<u32>) -> Self {
+        Self { width, height, data: Arc::new(data), alpha: Alpha::None }
+    }
+
+    /// The pixels with the alpha pixman reads: 0xff for an image without
+    /// alpha, the top byte otherwise.
+    pub fn as_pixman_reads(self) -> Pixels {
+        match self.alpha {
+            Alpha::None => self.opaque(),
+            _ => self,
+        }
+    }
+
+    /// The pixels with alpha 0xff, as pixman reads an image whose format
+    /// has no alpha (colour bytes kept).
+    pub fn opaque(self) -> Pixels {
+        let data = self.data.iter().map(|px| px | 0xff00_0000).collect();
+        Pixels { width: self.width, height: self.height, data: Arc::new(data), alpha: Alpha::None }
+    }
+
     /// The pixel at (x, y); callers stay in bounds.
     #[inline]
     pub fn at(&self, x: u32, y: u32) -> u32 {
@@ -262,7 +304,10 @@ pub fn decode(body: &[u8], offset: u32, src: &mut dyn ImageSources) -> Result<Pi
         image_type::QUIC => {
             let data = binary(&mut r)?;
             let q = super::quic::decode(data).map_err(|e| ImageError::Codec { codec: "QUIC", error: e.to_string() })?;
-            (Pixels { width: q.width, height: q.height, data: Arc::new(q.pixels) }, false)
+            {
+                let alpha = if q.kind == super::quic::QuicType::Rgba { Alpha::Premultiplied } else { Alpha::None };
+                (Pixels { width: q.width, height: q.height, data: Arc::new(q.pixels), alpha }, false)
+            }
         }
         image_type::GLZ_RGB => (src.glz(binary(&mut r)?)?, false),
         image_type::ZLIB_GLZ_RGB => {
@@ -299,6 +344,7 @@ pub fn decode(body: &[u8], offset: u32, src: &mut dyn ImageSources) -> Result<Pi
             for (px, al) in Arc::make_mut(&mut p.data).iter_mut().zip(a) {
                 *px = (*px & 0x00ff_ffff) | u32::from(al) << 24;
             }
+            p.alpha = Alpha::Premultiplied;
             (p, true)
         }
         other => return Err(ImageError::Unsupported(format!("image type {other}"))),
@@ -336,7 +382,12 @@ fn lz_pixels(
         }
         super::lz::LzPixels::Alpha(a) => a.iter().map(|&v| u32::from(v) << 24).collect(),
     };
-    Ok(Pixels { width: img.width, height: img.height, data: Arc::new(data) })
+    let alpha = match (&img.pixels, img.lz_type) {
+        (super::lz::LzPixels::Alpha(_), _) => Alpha::Only,
+        (_, super::lz::LzType::Rgba) => Alpha::Premultiplied,
+        _ => Alpha::None,
+    };
+    Ok(Pixels { width: img.width, height: img.height, data: Arc::new(data), alpha })
 }
 
 /// Decodes a baseline or progressive JPEG to `0x00RRGGBB` pixels with
@@ -357,7 +408,7 @@ fn jpeg(data: &[u8], width: u32, height: u32) -> Result<Pixels, ImageError> {
         return Err(bad(format!("{}x{} image for a {width}x{height} descriptor", info.width, info.height)));
     }
     let px = rgb.chunks_exact(3).map(|c| u32::from(c[0]) << 16 | u32::from(c[1]) << 8 | u32::from(c[2])).collect();
-    Ok(Pixels { width, height, data: Arc::new(px) })
+    Ok(Pixels::xrgb(width, height, px))
 }
 
 /// Most bytes a zlib stream may inflate to (a GLZ image of the largest
@@ -428,7 +479,8 @@ fn lz4(data: &[u8], width: u32, height: u32) -> Result<Pixels, ImageError> {
             });
         }
     }
-    Ok(Pixels { width, height, data: Arc::new(px) })
+    let alpha = if format == 9 { Alpha::Premultiplied } else { Alpha::None };
+    Ok(Pixels { width, height, data: Arc::new(px), alpha })
 }
 
 /// A palette given by id (`PAL_FROM_CACHE`) or by pointer (possibly 0),
@@ -539,7 +591,12 @@ fn bitmap(
             out.push(px);
         }
     }
-    Ok(Pixels { width: x, height: y, data: Arc::new(out) })
+    let alpha = match format {
+        9 => Alpha::Premultiplied,
+        10 => Alpha::Only,
+        _ => Alpha::None,
+    };
+    Ok(Pixels { width: x, height: y, data: Arc::new(out), alpha })
 }
 
 #[cfg(test)]

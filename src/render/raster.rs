@@ -11,15 +11,10 @@
 
 use std::sync::Arc;
 
-use super::canvas::{Rop, Surface};
+use super::canvas::{FMT_32_ARGB, FMT_32_XRGB, Rop, Surface};
 use super::display::Rect;
 use super::image::Pixels;
 use crate::limits::MAX_SURFACE_PIXELS;
-
-/// `SPICE_SURFACE_FMT_32_xRGB`.
-const FMT_32_XRGB: u32 = 32;
-/// `SPICE_SURFACE_FMT_32_ARGB`.
-const FMT_32_ARGB: u32 = 96;
 
 /// `SPICE_BITMAP_FMT_1BIT_LE`: the leftmost pixel is the least significant bit.
 pub const BITMAP_FMT_1BIT_LE: u8 = 1;
@@ -518,7 +513,7 @@ pub fn scale_blit(
         for y in y0..y1 {
             // One row at a time through Surface::blit, which owns the ROP.
             let row: Vec<u32> = (x0..x1).map(|x| sampler.at(x as i64, y as i64)).collect();
-            let px = Pixels { width: (x1 - x0) as u32, height: 1, data: Arc::new(row) };
+            let px = Pixels { width: (x1 - x0) as u32, height: 1, data: Arc::new(row), alpha: src.alpha };
             let rect = Rect { top: y as i32, left: x0 as i32, bottom: y as i32 + 1, right: x1 as i32 };
             surface.blit(&[rect], &px, -(x0 as i64), -(y as i64), rop);
         }
@@ -531,7 +526,7 @@ mod tests {
     use crate::render::canvas::{RopSource, ropd};
 
     fn px(w: u32, h: u32, v: Vec<u32>) -> Pixels {
-        Pixels { width: w, height: h, data: Arc::new(v) }
+        Pixels::xrgb(w, h, v)
     }
 
     fn rect(left: i32, top: i32, right: i32, bottom: i32) -> Rect {

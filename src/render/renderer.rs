@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::canvas::{Rop, RopSource, Surface};
 use super::display::{self, Brush, DisplayMessage, msg};
 use super::display::{DisplayBase, QMask, Rect};
-use super::image::{self, ImageCaches, ImageError, ImageSources, Pixels, checked_pixels};
+use super::image::{self, Alpha, ImageCaches, ImageError, ImageSources, Pixels, checked_pixels};
 use super::lz::{GlzDictionary, LzPixels};
 use super::raster;
 use super::stream::{Stream, codec_name};
@@ -151,11 +151,12 @@ impl ImageSources for Sources<'_> {
     fn glz(&mut self, data: &[u8]) -> Result<Pixels, ImageError> {
         let dict = self.glz.get_or_insert_with(|| GlzDictionary::new(DEFAULT_GLZ_WINDOW));
         let img = dict.decode(data).map_err(|e| ImageError::Codec { codec: "GLZ", error: e.to_string() })?;
+        let alpha = if img.lz_type == super::lz::LzType::Rgba { Alpha::Premultiplied } else { Alpha::None };
         let data = match img.pixels {
             LzPixels::Argb(v) => v,
             _ => return Err(ImageError::Unsupported("GLZ of a non-RGB type".into())),
         };
-        Ok(Pixels { width: img.width, height: img.height, data: std::sync::Arc::new(data) })
+        Ok(Pixels { width: img.width, height: img.height, data: std::sync::Arc::new(data), alpha })
     }
 }
 
@@ -188,6 +189,52 @@ impl DisplayRenderer {
         }
     }
 
+    /// Counts, as unsupported, a draw that spice-gtk cannot make on an
+    /// alpha-only surface: its software canvas blits only 16 and 32 bits
+    /// per pixel (spice-common `pixman_utils.c` `spice_pixman_blit` asserts
+    /// so, and the failed assertion ends the client) and fills only 8, 16
+    /// and 32 (`spice_pixman_fill_rect`). So a copy, ROP3, transparent or
+    /// composite onto an 8_A surface, or any draw onto a 1_A surface, ends
+    /// spice-gtk. spicetap still draws it, as pixman's arithmetic would,
+    /// and the count says the picture has no spice-gtk reference.
+    fn note_spice_gtk_abort(&mut self, msg_type: u16, body: &[u8]) {
+        let blits = [
+            msg::COPY_BITS,
+            msg::DRAW_OPAQUE,
+            msg::DRAW_COPY,
+            msg::DRAW_BLEND,
+            msg::DRAW_ROP3,
+            msg::DRAW_TRANSPARENT,
+            msg::DRAW_COMPOSITE,
+        ];
+        let fills = [
+            msg::DRAW_FILL,
+            msg::DRAW_BLACKNESS,
+            msg::DRAW_WHITENESS,
+            msg::DRAW_INVERS,
+            msg::DRAW_STROKE,
+            msg::DRAW_TEXT,
+            msg::DRAW_ALPHA_BLEND,
+        ];
+        if !blits.contains(&msg_type) && !fills.contains(&msg_type) {
+            return;
+        }
+        // Every draw starts with SpiceMsgDisplayBase, surface_id u32 first.
+        let Some(id) = body.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) else { return };
+        let Some(format) = self.surfaces.get(&id).map(|s| s.format) else { return };
+        let fmt = match format {
+            super::canvas::FMT_8_A if blits.contains(&msg_type) => "8_A",
+            super::canvas::FMT_1_A => "1_A",
+            _ => return,
+        };
+        let name = crate::protocol::message_name(
+            crate::protocol::ChannelType::DISPLAY,
+            crate::protocol::Direction::ServerToClient,
+            msg_type,
+        );
+        self.unsupported(format!("{name} onto a {fmt} surface (spice-gtk aborts; drawn as pixman would)"));
+    }
+
     /// Takes note of a client message: `SPICE_MSGC_DISPLAY_INIT`
     /// (pixmap_cache_id u8, pixmap_cache_size i64, glz_dictionary_id u8,
     /// glz_dictionary_window_size i32) sets the GLZ window.
@@ -213,6 +260,7 @@ impl DisplayRenderer {
             return self.message_list(body);
         }
         self.stats.messages += 1;
+        self.note_spice_gtk_abort(msg_type, body);
         if msg_type == msg::DRAW_STROKE {
             return match self.draw_stroke(body) {
                 Ok(ev) => ev,
@@ -362,18 +410,22 @@ impl DisplayRenderer {
                 } else {
                     Rop::from_descriptor(copy.rop_descriptor, RopSource::Image)
                 };
+                let from_surface = image::descriptor_type(body, copy.src_bitmap) == Some(image::image_type::SURFACE);
                 if copy.src_area.width() == base.bbox.width() && copy.src_area.height() == base.bbox.height() {
                     let dx = i64::from(copy.src_area.left) - i64::from(base.bbox.left);
                     let dy = i64::from(copy.src_area.top) - i64::from(base.bbox.top);
+                    // An unscaled blit copies bits; only an alpha-only
+                    // surface needs the image's alpha as pixman reads it.
+                    let pixels = if !from_surface && surface.is_alpha_only() {
+                        surface.in_canvas_format(pixels)
+                    } else {
+                        pixels
+                    };
                     surface.blit(&region, &pixels, dx, dy, rop);
                 } else {
                     // Bilinear scaling interpolates what spice-gtk fetched:
                     // on 16-bit surfaces, the image already truncated.
-                    let pixels = if image::descriptor_type(body, copy.src_bitmap) == Some(image::image_type::SURFACE) {
-                        pixels
-                    } else {
-                        surface.in_canvas_format(pixels)
-                    };
+                    let pixels = if from_surface { pixels } else { surface.in_canvas_format(pixels) };
                     raster::scale_blit(surface, &region, &pixels, copy.src_area, base.bbox, copy.scale_mode, rop);
                     surface.settle(&region);
                 }
@@ -632,18 +684,7 @@ impl DisplayRenderer {
         use super::composite::{CompositeError, draw_composite, parse_composite};
         let c = parse_composite(body).map_err(|e| StrokeOutcome::Error(e.to_string()))?;
         let err = |e: ImageError| StrokeOutcome::Error(e.to_string());
-        // pixman reads x8r8g8b8 images as opaque; spicetap's decoders leave
-        // the top byte 0 for formats without alpha, so an image whose top
-        // bytes are all 0 is taken as opaque.
-        let opaque = |p: Pixels| {
-            if p.data.iter().all(|px| px >> 24 == 0) {
-                let data = p.data.iter().map(|px| px | 0xff00_0000).collect();
-                Pixels { width: p.width, height: p.height, data: std::sync::Arc::new(data) }
-            } else {
-                p
-            }
-        };
-        let src = opaque(self.image(body, c.src_bitmap).map_err(err)?);
+        let src = self.image(body, c.src_bitmap).map_err(err)?;
         let mask = match c.mask_bitmap {
             Some(m) => Some(self.image(body, m).map_err(err)?),
             None => None,
@@ -655,10 +696,11 @@ impl DisplayRenderer {
         // surfaces opaque and truncated (canvas_draw_composite fetches both
         // with want_original false).
         let is_surface = |offset| image::descriptor_type(body, offset) == Some(image::image_type::SURFACE);
-        let src = if is_surface(c.src_bitmap) { src } else { surface.in_canvas_format(src) };
+        // A surface is read in its own format.
+        let src = if is_surface(c.src_bitmap) { src.as_pixman_reads() } else { surface.in_canvas_format(src) };
         let mask = match (mask, c.mask_bitmap) {
             (Some(m), Some(at)) if !is_surface(at) => Some(surface.in_canvas_format(m)),
-            (m, _) => m,
+            (m, _) => m.map(Pixels::as_pixman_reads),
         };
         let region = surface.region(&c.base.bbox, &c.base.clip);
         match draw_composite(surface, &region, &c, &src, mask.as_ref()) {
@@ -802,6 +844,42 @@ mod tests {
     }
 
     #[test]
+    fn draws_spice_gtk_cannot_make_on_alpha_surfaces_are_counted() {
+        use super::super::canvas::ropd;
+        let mut r = DisplayRenderer::new();
+        // Surface 0 as an 8_A primary: a fill is fine, a copy is counted.
+        let create: Vec<u8> = [0u32, 2, 1, 8, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        r.server_message(msg::SURFACE_CREATE, &create);
+        let mut fill = 0u32.to_le_bytes().to_vec();
+        for v in [0i32, 0, 1, 2] {
+            fill.extend_from_slice(&v.to_le_bytes());
+        }
+        fill.push(0);
+        fill.push(1);
+        fill.extend_from_slice(&0x1234_5680u32.to_le_bytes());
+        fill.extend_from_slice(&ropd::OP_PUT.to_le_bytes());
+        fill.extend_from_slice(&[0; 13]);
+        assert_eq!(r.server_message(msg::DRAW_FILL, &fill), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0x8000_0000; 2], "alpha from the colour's low byte");
+        assert!(r.stats.unsupported.is_empty(), "{:?}", r.stats.unsupported);
+        let mut tail = ropd::OP_PUT.to_le_bytes().to_vec();
+        tail.push(1);
+        tail.extend_from_slice(&[0; 13]);
+        let copy = draw_with_bitmap(2, 1, &tail, &[0x112233, 0x445566]);
+        assert_eq!(r.server_message(msg::DRAW_COPY, &copy), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0xff00_0000; 2], "an image without alpha is opaque");
+        let counted: Vec<_> = r.stats.unsupported.keys().collect();
+        assert_eq!(counted.len(), 1);
+        assert!(counted[0].contains("DRAW_COPY onto a 8_A surface"), "{counted:?}");
+        // On 1_A even a fill is counted; the alpha byte keeps its top bit.
+        let create: Vec<u8> = [0u32, 2, 1, 1, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        r.server_message(msg::SURFACE_CREATE, &create);
+        assert_eq!(r.server_message(msg::DRAW_FILL, &fill), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0xff00_0000; 2]);
+        assert_eq!(r.stats.unsupported.len(), 2, "{:?}", r.stats.unsupported);
+    }
+
+    #[test]
     fn opaque_rop3_masks_scaling_and_alpha_blend() {
         use super::super::canvas::ropd;
         let mut r = DisplayRenderer::new();
@@ -857,7 +935,8 @@ mod tests {
         copy.extend_from_slice(&[0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 8, 4, 1, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
         copy.extend_from_slice(&0x0012_3456u32.to_le_bytes());
         assert_eq!(r.server_message(msg::DRAW_COPY, &copy), RenderEvent::Drawn);
-        assert_eq!(r.primary().unwrap().data, [0x0012_3456, 0x0012_3456]);
+        // Scaled through pixman from x8r8g8b8, which reads alpha 0xff.
+        assert_eq!(r.primary().unwrap().data, [0xff12_3456, 0xff12_3456]);
         // DRAW_ALPHA_BLEND at alpha 0 leaves the surface alone.
         let mut blend = 0u32.to_le_bytes().to_vec();
         for v in [0i32, 0, 1, 2] {
@@ -873,7 +952,7 @@ mod tests {
         blend.extend_from_slice(&[0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 8, 4, 2, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0]);
         blend.extend_from_slice(&[0; 8]);
         assert_eq!(r.server_message(msg::DRAW_ALPHA_BLEND, &blend), RenderEvent::Drawn);
-        assert_eq!(r.primary().unwrap().data, [0x0012_3456, 0x0012_3456]);
+        assert_eq!(r.primary().unwrap().data, [0xff12_3456, 0xff12_3456]);
         assert_eq!(r.stats.errors, 0, "{:?}", r.stats.error_samples);
         assert!(r.stats.unsupported.is_empty(), "{:?}", r.stats.unsupported);
     }

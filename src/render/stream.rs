@@ -210,7 +210,7 @@ impl Stream {
                 out.push(u32::from(rgb[i]) << 16 | u32::from(rgb[i + 1]) << 8 | u32::from(rgb[i + 2]));
             }
         }
-        Ok(Some(Pixels { width: dw, height: dh, data: std::sync::Arc::new(out) }))
+        Ok(Some(Pixels::xrgb(dw, dh, out)))
     }
 }
 

@@ -36,7 +36,7 @@
 
 use thiserror::Error;
 
-use super::canvas::{Rop, Surface, ropd};
+use super::canvas::{FMT_32_XRGB, Rop, Surface, ropd};
 use super::display::{Brush, Clip, DisplayBase, Point, Rect};
 use super::image::Pixels;
 use crate::limits::{MAX_CLIP_RECTS, MAX_SURFACE_PIXELS};
@@ -50,9 +50,6 @@ pub mod string_flags {
     pub const RASTER_A8: u8 = 1 << 2;
     pub const RASTER_TOP_DOWN: u8 = 1 << 3;
 }
-
-/// `SPICE_SURFACE_FMT_32_xRGB`.
-const FMT_32_XRGB: u32 = 32;
 
 /// Smallest encoded glyph: two points and two u16.
 const GLYPH_HEADER: usize = 20;
@@ -454,7 +451,6 @@ pub fn draw_text(surface: &mut Surface, region: &[Rect], text: &Text<'_>, fore: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     fn rect(left: i32, top: i32, right: i32, bottom: i32) -> Rect {
         Rect { top, left, bottom, right }
@@ -625,7 +621,7 @@ mod tests {
         let gs: Vec<G> = vec![((1, 0), (0, 0), 2, 1, vec![0b1100_0000])];
         let b = body(rect(0, 0, 3, 1), Rect::default(), None, None, ropd::OP_PUT, 1, &gs);
         let t = parse_text(&b).unwrap();
-        let pat = Pixels { width: 2, height: 1, data: Arc::new(vec![0x11, 0x22]) };
+        let pat = Pixels::xrgb(2, 1, vec![0x11, 0x22]);
         let mut s = Surface::new(3, 1, 96);
         draw_text(&mut s, &[rect(0, 0, 3, 1)], &t, Paint::Pattern(&pat, Point { x: 1, y: 0 }), Paint::None);
         assert_eq!(s.data, [0, 0xff00_0022, 0xff00_0011]);
