@@ -357,6 +357,71 @@ fn offscreen_messages() -> Vec<(u16, Vec<u8>)> {
     m
 }
 
+/// The areas of [`blend_mode_messages`]: the PDF separable blend modes
+/// pixman computes with integers, unified and with component alpha.
+const BLEND_AREAS: &[Area] = &[
+    ("MULTIPLY", 2, 2, 14, 14),
+    ("SCREEN", 2, 16, 14, 28),
+    ("OVERLAY", 2, 30, 14, 42),
+    ("DARKEN", 2, 44, 14, 56),
+    ("LIGHTEN", 16, 2, 28, 14),
+    ("HARD_LIGHT", 16, 16, 28, 28),
+    ("DIFFERENCE", 16, 30, 28, 42),
+    ("EXCLUSION", 16, 44, 28, 56),
+    ("MULTIPLY component alpha", 30, 2, 42, 14),
+    ("OVERLAY component alpha", 30, 16, 42, 28),
+    ("DIFFERENCE component alpha", 30, 30, 42, 42),
+];
+
+/// Each area gets an opaque pattern, then a semi-transparent RGBA image
+/// composited with one blend mode (and an RGBA component-alpha mask in the
+/// last row).
+fn blend_mode_messages() -> Vec<(u16, Vec<u8>)> {
+    const COMPONENT_ALPHA: u32 = 1 << 18;
+    let mut m = Vec::new();
+    let create: Vec<u8> = [0u32, W as u32, H as u32, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    m.push((314, create));
+    let mut fill = base((0, 0, H, W));
+    fill.extend(solid(0x0040_4040));
+    fill.extend_from_slice(&PUT.to_le_bytes());
+    fill.extend(no_mask());
+    m.push((302, fill));
+    let premultiplied = |seed: u32, step: u32| -> Vec<u32> {
+        pattern(12, 12, seed)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let a = (i as u32 * step + 40) & 0xff;
+                let c = |v: u32| (v * a) / 255;
+                a << 24 | c((p >> 16) & 0xff) << 16 | c((p >> 8) & 0xff) << 8 | c(p & 0xff)
+            })
+            .collect()
+    };
+    let ops = [0x30, 0x31, 0x32, 0x33, 0x34, 0x37, 0x39, 0x3a, 0x30, 0x32, 0x39];
+    for (i, ((_, t, l, b, r), op)) in BLEND_AREAS.iter().zip(ops).enumerate() {
+        let mut mid = rect(0, 0, 12, 12);
+        mid.extend_from_slice(&PUT.to_le_bytes());
+        mid.push(1);
+        mid.extend(no_mask());
+        let id = 40 + 3 * i as u64;
+        m.push((304, with_image(base((*t, *l, *b, *r)), mid, bitmap(id, 8, 12, 12, &pattern(12, 12, 50 + i as u32)))));
+        let src = bitmap(id + 1, 9, 12, 12, &premultiplied(60 + i as u32, 29));
+        let (flags, mask) = if i >= 8 {
+            (op | COMPONENT_ALPHA, Some(bitmap(id + 2, 9, 12, 12, &premultiplied(70 + i as u32, 53))))
+        } else {
+            (op, None)
+        };
+        m.push((318, composite(0, (*t, *l, *b, *r), flags, src, mask)));
+    }
+    m.push((102, Vec::new()));
+    m
+}
+
+#[test]
+fn scripted_blend_modes_render_as_spice_gtk_draws_them() {
+    draws_case(blend_mode_messages(), BLEND_AREAS);
+}
+
 #[test]
 fn scripted_draws_render_as_spice_gtk_draws_them() {
     draws_case(messages(32), AREAS);

@@ -13,10 +13,15 @@
 //! integer arithmetic (`x * a / 255` rounded as `t = x * a + 128;
 //! (t + (t >> 8)) >> 8`, saturating adds).
 //!
-//! Only what can be reproduced exactly is drawn; everything else (PDF blend
-//! modes, disjoint/conjoint operators, SATURATE, convolution filters,
-//! bilinear sampling off pixel centres, 8-bit or 1-bit destinations) is
-//! reported as [`CompositeError::Unsupported`] before any pixel is touched.
+//! The PDF separable blend modes pixman computes with integers (MULTIPLY,
+//! SCREEN, OVERLAY, DARKEN, LIGHTEN, HARD_LIGHT, DIFFERENCE, EXCLUSION) are
+//! drawn with its `PDF_SEPARABLE_BLEND_MODE` arithmetic.
+//!
+//! Only what can be reproduced exactly is drawn; everything else (the
+//! blend modes pixman computes in floating point, disjoint/conjoint
+//! operators, SATURATE, convolution filters, bilinear sampling off pixel
+//! centres) is reported as [`CompositeError::Unsupported`] before any pixel
+//! is touched.
 
 use thiserror::Error;
 
@@ -71,6 +76,36 @@ pub mod op {
     pub const XOR: u8 = 11;
     pub const ADD: u8 = 12;
     pub const SATURATE: u8 = 13;
+    pub const MULTIPLY: u8 = 0x30;
+    pub const SCREEN: u8 = 0x31;
+    pub const OVERLAY: u8 = 0x32;
+    pub const DARKEN: u8 = 0x33;
+    pub const LIGHTEN: u8 = 0x34;
+    pub const COLOR_DODGE: u8 = 0x35;
+    pub const COLOR_BURN: u8 = 0x36;
+    pub const HARD_LIGHT: u8 = 0x37;
+    pub const SOFT_LIGHT: u8 = 0x38;
+    pub const DIFFERENCE: u8 = 0x39;
+    pub const EXCLUSION: u8 = 0x3a;
+    pub const HSL_LUMINOSITY: u8 = 0x3e;
+}
+
+/// Whether `o` is one of the PDF separable blend modes pixman's 32-bit
+/// combiners compute with integers (`pixman-combine32.c`); COLOR_DODGE,
+/// COLOR_BURN, SOFT_LIGHT and the HSL modes go through its floating-point
+/// path and are not drawn.
+fn is_integer_blend_mode(o: u8) -> bool {
+    matches!(
+        o,
+        op::MULTIPLY
+            | op::SCREEN
+            | op::OVERLAY
+            | op::DARKEN
+            | op::LIGHTEN
+            | op::HARD_LIGHT
+            | op::DIFFERENCE
+            | op::EXCLUSION
+    )
 }
 
 /// `pixman_repeat_t`.
@@ -306,11 +341,63 @@ fn alpha(p: u32) -> u32 {
     p >> 24
 }
 
+/// `B(d, ad, s, as)` of a separable blend mode, scaled by `ad * as`
+/// (`pixman-combine32.c` `blend_*`, in pixman's signed integer form).
+fn blend(o: u8, d: i32, ad: i32, s: i32, sa: i32) -> i32 {
+    match o {
+        op::SCREEN => s * ad + d * sa - s * d,
+        op::OVERLAY => {
+            if 2 * d < ad {
+                2 * s * d
+            } else {
+                sa * ad - 2 * (ad - d) * (sa - s)
+            }
+        }
+        op::DARKEN => (ad * s).min(sa * d),
+        op::LIGHTEN => (ad * s).max(sa * d),
+        op::HARD_LIGHT => {
+            if 2 * s < sa {
+                2 * s * d
+            } else {
+                sa * ad - 2 * (ad - d) * (sa - s)
+            }
+        }
+        op::DIFFERENCE => (s * ad - d * sa).abs(),
+        _ => s * ad + d * sa - 2 * d * s, // EXCLUSION
+    }
+}
+
+/// `(x + 128 + ((x + 128) >> 8)) >> 8`: `x / 255` rounded (`DIV_ONE_UN8`).
+#[inline]
+fn div_one_un8(x: u32) -> u32 {
+    (x + 0x80 + ((x + 0x80) >> 8)) >> 8
+}
+
+/// pixman's `PDF_SEPARABLE_BLEND_MODE` combiner for one pixel: `s` (mask
+/// applied), `d`, and per colour channel the source factor `sf[i]`
+/// (`~alpha` of the source, or of the mask for component alpha) and the
+/// blend's alpha argument `ba[i]`. Sums are held in `uint32_t` as pixman
+/// holds them, so a negative blend wraps and clamps to 255 * 255.
+fn separable(o: u8, s: u32, d: u32, isf: [u32; 3], ba: [u32; 3]) -> u32 {
+    let (sa, da) = (alpha(s), alpha(d));
+    let ida = 255 - da;
+    let ra = (da * 0xff + sa * 0xff - sa * da).min(255 * 255);
+    let mut out = div_one_un8(ra) << 24;
+    for i in 0..3 {
+        let (dc, sc) = (ch(d, i as u32), ch(s, i as u32));
+        let r = (isf[i] * dc + ida * sc).wrapping_add(blend(o, dc as i32, da as i32, sc as i32, ba[i] as i32) as u32);
+        out |= div_one_un8(r.min(255 * 255)) << (8 * i);
+    }
+    out
+}
+
 /// The unified (non component-alpha) combiners; `s` already carries the
 /// mask.
 fn combine_u(op: u8, s: u32, d: u32) -> u32 {
     let (sa, da) = (alpha(s), alpha(d));
     match op {
+        op::MULTIPLY => add(add(mul_un8(s, 255 - da), mul_un8(d, 255 - sa)), mul_un8x4(d, s)),
+        o if is_integer_blend_mode(o) => separable(o, s, d, [255 - sa; 3], [sa; 3]),
         op::CLEAR => 0,
         op::SRC => s,
         op::DST => d,
@@ -363,6 +450,15 @@ fn mask_alpha_ca(s: u32, m: u32) -> u32 {
 /// The component-alpha combiners.
 fn combine_ca(op: u8, s: u32, m: u32, d: u32) -> u32 {
     match op {
+        op::MULTIPLY => {
+            let (s, m) = mask_ca(s, m);
+            add(add(mul_un8x4(d, !m), mul_un8(s, 255 - alpha(d))), mul_un8x4(d, s))
+        }
+        o if is_integer_blend_mode(o) => {
+            let (s, m) = mask_ca(s, m);
+            let mc = [ch(m, 0), ch(m, 1), ch(m, 2)];
+            separable(o, s, d, mc.map(|v| 255 - v), mc)
+        }
         op::CLEAR => 0,
         op::SRC => mask_value_ca(s, m),
         op::DST => d,
@@ -536,13 +632,13 @@ pub fn draw_composite(
     mask: Option<&Pixels>,
 ) -> Result<(), CompositeError> {
     let o = c.op();
-    if o > op::ADD {
+    if o > op::ADD && !is_integer_blend_mode(o) {
         return Err(CompositeError::Unsupported(if o == op::SATURATE {
             "SATURATE operator (pixman's result depends on the implementation)"
         } else if (0x10..=0x2b).contains(&o) {
             "disjoint/conjoint operator"
         } else {
-            "PDF blend mode or unknown operator"
+            "PDF blend mode pixman computes in floating point (COLOR_DODGE, COLOR_BURN, SOFT_LIGHT, HSL) or unknown operator"
         }));
     }
     let has_mask = c.has(flags::HAS_MASK);
@@ -804,9 +900,47 @@ mod tests {
     fn unsupported_ops() {
         let src = pix(1, 1, vec![0]);
         let mut s = argb(1, 1, 0);
-        for o in [op::SATURATE, 0x10, 0x30, 0xff] {
+        for o in [op::SATURATE, 0x10, op::COLOR_DODGE, op::COLOR_BURN, op::SOFT_LIGHT, op::HSL_LUMINOSITY, 0xff] {
             let c = comp(u32::from(o), rect(0, 0, 1, 1));
             assert!(matches!(draw_composite(&mut s, &[], &c, &src, None), Err(CompositeError::Unsupported(_))));
+        }
+    }
+
+    #[test]
+    fn separable_blend_modes_follow_pixman_integer_arithmetic() {
+        // s = 0x80 alpha, red 0x40; d opaque, red 0x60, green 0xff.
+        let (s, d) = (0x8040_0000u32, 0xff60_ff00u32);
+        // Alpha: (255*255 + 128*255 - 128*255) / 255 = 255 for every mode.
+        // Red, by hand from pixman-combine32.c: isa * d + ida * s + B.
+        let isa = 255 - 0x80;
+        let red = |b: i32| div_one_un8((isa * 0x60 + b as u32).min(255 * 255));
+        let b_screen = 0x40 * 255 + 0x60 * 0x80 - 0x40 * 0x60;
+        // Green: isa * 0xff + 0xff * 0x80 = 255 * 255.
+        assert_eq!(combine_u(op::SCREEN, s, d), 0xff00_0000 | red(b_screen) << 16 | 0xff << 8);
+        let b_darken = 0x80 * 0x60; // min(ad * s, as * d) = min(255 * 0x40, 0x80 * 0x60)
+        assert_eq!((combine_u(op::DARKEN, s, d) >> 16) & 0xff, red(b_darken));
+        let b_diff = (0x40 * 255 - 0x60 * 0x80i32).abs();
+        assert_eq!((combine_u(op::DIFFERENCE, s, d) >> 16) & 0xff, red(b_diff));
+        // OVERLAY takes 2d >= ad here: as * ad - 2 (ad - d)(as - s).
+        let b_overlay = 0x80 * 255 - 2 * (255 - 0x60) * (0x80 - 0x40);
+        assert_eq!((combine_u(op::OVERLAY, s, d) >> 16) & 0xff, red(b_overlay));
+        // MULTIPLY: s (1 - da) + d (1 - sa) + s d, each product rounded.
+        let m = combine_u(op::MULTIPLY, s, d);
+        assert_eq!((m >> 16) & 0xff, mul(0x60, 255 - 0x80) + mul(0x60, 0x40));
+        assert_eq!(m >> 24, 0xff);
+        // Transparent source over anything: every mode leaves d.
+        for o in [op::MULTIPLY, op::SCREEN, op::OVERLAY, op::DARKEN, op::LIGHTEN, op::HARD_LIGHT, op::EXCLUSION] {
+            assert_eq!(combine_u(o, 0, d), d, "op {o:#x}");
+            assert_eq!(combine_ca(o, 0x8040_0000, 0, d), d, "op {o:#x} with a zero mask");
+        }
+        // Inputs that are not premultiplied (colour over alpha) make some
+        // blends negative; the uint32_t sum wraps back as in pixman.
+        assert_eq!(combine_u(op::HARD_LIGHT, 0x00ff_0000, 0x00ff_0000), 0);
+        for o in [op::MULTIPLY, op::SCREEN, op::OVERLAY, op::DARKEN, op::LIGHTEN, op::HARD_LIGHT, op::EXCLUSION] {
+            for (s, d) in [(u32::MAX, u32::MAX), (0x00ff_ffff, 0x01ff_ffff), (0xff00_0000, 0x00ff_ffff)] {
+                combine_u(o, s, d);
+                combine_ca(o, s, d, s);
+            }
         }
     }
 
