@@ -165,6 +165,8 @@ const AREAS: &[Area] = &[
     ("masked fill", 16, 44, 28, 56),
     ("text", 30, 2, 42, 14),
     ("composite over", 30, 30, 42, 42),
+    ("scaled rop3 bilinear", 30, 16, 42, 28),
+    ("scaled transparent", 30, 44, 42, 56),
 ];
 
 /// The scripted display messages on a primary surface of `format`
@@ -281,6 +283,18 @@ fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
     mid.extend_from_slice(&[0, 0, 0, 0]); // src_origin, mask_origin (i16 x2 each)
     mid.extend_from_slice(&[0, 0, 0, 0]);
     m.push((318, with_image(head, mid, bitmap(10, 9, 12, 12, &argb))));
+    // rop3 0x96 of a 5x7 image scaled (bilinear) onto 12x12, from (1, 0)
+    let mut mid = rect(0, 1, 7, 6);
+    mid.extend(solid(0x0012_3456));
+    mid.extend_from_slice(&[0x96, 0]);
+    mid.extend(no_mask());
+    m.push((309, with_image(base((30, 16, 42, 28)), mid, bitmap(11, 8, 6, 7, &pattern(6, 7, 11)))));
+    // transparent: a 6x6 checkerboard scaled onto 12x12
+    let checker: Vec<u32> = (0..36).map(|i| if (i / 6 + i % 6) % 2 == 0 { 0x00ff_00ff } else { 0x0000_ffff }).collect();
+    let mut mid = rect(0, 0, 6, 6);
+    mid.extend_from_slice(&0u32.to_le_bytes());
+    mid.extend_from_slice(&0x00ff_00ffu32.to_le_bytes());
+    m.push((312, with_image(base((30, 44, 42, 56)), mid, bitmap(12, 8, 6, 6, &checker))));
     m.push((102, Vec::new())); // MARK
     m
 }

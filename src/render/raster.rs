@@ -520,6 +520,75 @@ pub fn scale_blit(
     }
 }
 
+/// Scaled `DRAW_TRANSPARENT` (spice-common `sw_canvas.c`
+/// `__colorkey_scale_image`): `src_area` scaled onto `dest_box` with
+/// `PIXMAN_FILTER_NEAREST` through the same transform as [`scale_blit`]
+/// (whatever the message's scale mode), then copied within `region`
+/// except where the sample's RGB equals `key`'s. Samples outside the
+/// source image are transparent black, compared with the key like any
+/// other.
+pub fn scale_colorkey_blit(
+    surface: &mut Surface,
+    region: &[Rect],
+    src: &Pixels,
+    src_area: Rect,
+    dest_box: Rect,
+    key: u32,
+) {
+    let ax = Axis::new(src_area.left, i64::from(src_area.width()), i64::from(dest_box.width()));
+    let ay = Axis::new(src_area.top, i64::from(src_area.height()), i64::from(dest_box.height()));
+    let (Some(ax), Some(ay)) = (ax, ay) else { return };
+    for r in region {
+        let Some((x0, x1, y0, y1)) = clamp(surface, &r.intersect(&dest_box)) else { continue };
+        for y in y0..y1 {
+            let j = y as i64 - i64::from(dest_box.top);
+            let row: Vec<u32> =
+                (x0..x1).map(|x| sample_nearest(src, ax.map(x as i64 - i64::from(dest_box.left)), ay.map(j))).collect();
+            let px = Pixels { width: (x1 - x0) as u32, height: 1, data: Arc::new(row), alpha: src.alpha };
+            let rect = Rect { top: y as i32, left: x0 as i32, bottom: y as i32 + 1, right: x1 as i32 };
+            surface.blit_colorkey(&[rect], &px, -(x0 as i64), -(y as i64), key);
+        }
+    }
+}
+
+/// `src_area` of `src` scaled to `width` x `height` as spice-common
+/// `canvas_base.c` `canvas_scale_surface` does for a scaled `DRAW_ROP3`:
+/// the scale factor is the `double` `src / dest` ratio truncated to 16.16
+/// (`pixman_double_to_fixed`), with no translation; the composite starts at
+/// source offset `ROUND(src_area.left / sx)`, so sample `i` is the transform
+/// of `(ROUND(left / sx) + i + 0.5)`. Nearest or bilinear
+/// ([`SCALE_MODE_INTERPOLATE`]); outside the image, transparent black.
+/// `None` for an empty size or an unknown scale mode (spice-gtk draws
+/// nothing then).
+pub fn scale_surface(src: &Pixels, src_area: Rect, width: u32, height: u32, scale_mode: u8) -> Option<Pixels> {
+    if width == 0 || height == 0 || (scale_mode != SCALE_MODE_NEAREST && scale_mode != SCALE_MODE_INTERPOLATE) {
+        return None;
+    }
+    let axis = |origin: i32, size: u32, dest: u32| -> (Axis, i64) {
+        let ratio = f64::from(size) / f64::from(dest);
+        // pixman_double_to_fixed: a C cast, truncating towards zero.
+        let scale = i64::from((ratio * 65536.0) as i32);
+        let offset = (f64::from(origin) / ratio + 0.5).floor() as i64;
+        (Axis { scale, translate: 0 }, offset)
+    };
+    let (ax, ox) = axis(src_area.left, src_area.width(), width);
+    let (ay, oy) = axis(src_area.top, src_area.height(), height);
+    let n = usize::try_from(u64::from(width) * u64::from(height)).ok()?;
+    let mut data = Vec::with_capacity(n);
+    for j in 0..i64::from(height) {
+        let vy = ay.map(oy + j);
+        for i in 0..i64::from(width) {
+            let vx = ax.map(ox + i);
+            data.push(if scale_mode == SCALE_MODE_NEAREST {
+                sample_nearest(src, vx, vy)
+            } else {
+                sample_bilinear(src, vx, vy)
+            });
+        }
+    }
+    Some(Pixels { width, height, data: Arc::new(data), alpha: src.alpha })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -702,6 +771,29 @@ mod tests {
         let src = px(4, 1, vec![1, 2, 3, 4]);
         scale_blit(&mut s, &[rect(0, 0, 1, 1)], &src, rect(1, 0, 3, 1), rect(0, 0, 1, 1), SCALE_MODE_NEAREST, Rop::PUT);
         assert_eq!(s.data, [2]);
+    }
+
+    #[test]
+    fn scale_surface_starts_at_the_rounded_scaled_offset() {
+        // 2 source pixels from x = 1 onto 4: sx = 0.5, offset ROUND(1 / 0.5) = 2,
+        // centres (2.5, 3.5, 4.5, 5.5) * 0.5 = 1.25 .. 2.75 -> 1, 1, 2, 2.
+        let src = px(4, 1, vec![10, 11, 12, 13]);
+        let out = scale_surface(&src, rect(1, 0, 3, 1), 4, 1, SCALE_MODE_NEAREST).unwrap();
+        assert_eq!(*out.data, [11, 11, 12, 12]);
+        // Bilinear: the same samples, interpolated; rising here.
+        let out = scale_surface(&src, rect(1, 0, 3, 1), 4, 1, SCALE_MODE_INTERPOLATE).unwrap();
+        assert_eq!(out.data.len(), 4);
+        assert!(out.data.windows(2).all(|w| w[0] <= w[1]), "{:?}", out.data);
+        assert_eq!(scale_surface(&src, rect(1, 0, 3, 1), 0, 1, SCALE_MODE_NEAREST), None);
+        assert_eq!(scale_surface(&src, rect(1, 0, 3, 1), 4, 1, 7), None, "unknown scale mode");
+    }
+
+    #[test]
+    fn scaled_colorkey_blit_skips_the_key_after_scaling() {
+        let mut s = surf(4, 1, 32, vec![7; 4]);
+        let src = px(2, 1, vec![0x00ff_00ff, 5]);
+        scale_colorkey_blit(&mut s, &[rect(0, 0, 4, 1)], &src, rect(0, 0, 2, 1), rect(0, 0, 4, 1), 0x00ff_00ff);
+        assert_eq!(s.data, [7, 7, 5, 5]);
     }
 
     #[test]

@@ -444,16 +444,12 @@ impl DisplayRenderer {
                 self.stats.draws += 1;
                 Ok(self.drawn_on(base.surface_id))
             }
-            DisplayMessage::Rop3 { base, src_bitmap, src_area, brush, rop3, scale_mode: _, mask } => {
+            DisplayMessage::Rop3 { base, src_bitmap, src_area, brush, rop3, scale_mode, mask } => {
                 let pixels = if src_bitmap != 0 { Some(self.image(body, src_bitmap)?) } else { None };
                 let brush = self.brush(body, brush)?;
                 let region = self.draw_region(body, &base, &mask)?;
-                if pixels.is_some()
-                    && (src_area.width() != base.bbox.width() || src_area.height() != base.bbox.height())
-                {
-                    self.unsupported("scaled DRAW_ROP3".into());
-                    return Ok(RenderEvent::None);
-                }
+                let scaled = pixels.is_some()
+                    && (src_area.width() != base.bbox.width() || src_area.height() != base.bbox.height());
                 if !raster::rop3_is_implemented(rop3) {
                     // spice-gtk's rop3.c has no handler for this code: nothing changes.
                     self.unsupported(format!("ROP3 code {rop3:#04x} (no-op in spice-gtk)"));
@@ -461,8 +457,24 @@ impl DisplayRenderer {
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
                 };
-                let dx = i64::from(src_area.left) - i64::from(base.bbox.left);
-                let dy = i64::from(src_area.top) - i64::from(base.bbox.top);
+                let (pixels, dx, dy) = match pixels {
+                    // A scaled source is first scaled to the box
+                    // (canvas_scale_surface), then read from its corner.
+                    Some(p) if scaled => {
+                        let from_surface = image::descriptor_type(body, src_bitmap) == Some(image::image_type::SURFACE);
+                        let p = if from_surface { p } else { surface.in_canvas_format(p) };
+                        let (w, h) = (base.bbox.width(), base.bbox.height());
+                        let Some(p) = raster::scale_surface(&p, src_area, w, h, scale_mode) else {
+                            return Ok(RenderEvent::None);
+                        };
+                        (Some(p), -i64::from(base.bbox.left), -i64::from(base.bbox.top))
+                    }
+                    p => (
+                        p,
+                        i64::from(src_area.left) - i64::from(base.bbox.left),
+                        i64::from(src_area.top) - i64::from(base.bbox.top),
+                    ),
+                };
                 let src = pixels.as_ref().map(|p| (p, dx, dy));
                 let brush3 = match &brush {
                     Some(BrushPaint::Solid(c)) => raster::Brush3::Solid(surface.brush_color(*c)),
@@ -506,17 +518,17 @@ impl DisplayRenderer {
                         Sources { caches: &mut shared.caches, surfaces: &self.surfaces, glz: &mut shared.glz };
                     image::decode(body, src_bitmap, &mut src)?
                 };
-                if src_area.width() != base.bbox.width() || src_area.height() != base.bbox.height() {
-                    self.unsupported("scaled transparent draw".into());
-                    return Ok(RenderEvent::None);
-                }
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
                 };
                 let region = surface.region(&base.bbox, &base.clip);
-                let dx = i64::from(src_area.left) - i64::from(base.bbox.left);
-                let dy = i64::from(src_area.top) - i64::from(base.bbox.top);
-                surface.blit_colorkey(&region, &pixels, dx, dy, true_color);
+                if src_area.width() != base.bbox.width() || src_area.height() != base.bbox.height() {
+                    raster::scale_colorkey_blit(surface, &region, &pixels, src_area, base.bbox, true_color);
+                } else {
+                    let dx = i64::from(src_area.left) - i64::from(base.bbox.left);
+                    let dy = i64::from(src_area.top) - i64::from(base.bbox.top);
+                    surface.blit_colorkey(&region, &pixels, dx, dy, true_color);
+                }
                 self.stats.draws += 1;
                 Ok(self.drawn_on(base.surface_id))
             }
