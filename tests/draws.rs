@@ -42,8 +42,9 @@ fn solid(color: u32) -> Vec<u8> {
     b
 }
 
-/// A BITMAP SpiceImage, 32-bit (fmt 8) or RGBA (fmt 9), top-down.
-fn bitmap(id: u64, fmt: u8, w: u32, h: u32, pixels: &[u32]) -> Vec<u8> {
+/// A top-down BITMAP SpiceImage of bitmap format `fmt`, rows of `stride`
+/// bytes, no palette.
+fn bitmap_image(id: u64, fmt: u8, w: u32, h: u32, stride: u32, data: &[u8]) -> Vec<u8> {
     let mut b = id.to_le_bytes().to_vec();
     b.extend_from_slice(&[0, 0]);
     b.extend_from_slice(&w.to_le_bytes());
@@ -51,27 +52,21 @@ fn bitmap(id: u64, fmt: u8, w: u32, h: u32, pixels: &[u32]) -> Vec<u8> {
     b.extend_from_slice(&[fmt, 4]);
     b.extend_from_slice(&w.to_le_bytes());
     b.extend_from_slice(&h.to_le_bytes());
-    b.extend_from_slice(&(w * 4).to_le_bytes());
+    b.extend_from_slice(&stride.to_le_bytes());
     b.extend_from_slice(&0u32.to_le_bytes());
-    for p in pixels {
-        b.extend_from_slice(&p.to_le_bytes());
-    }
+    b.extend_from_slice(data);
     b
+}
+
+/// A BITMAP SpiceImage, 32-bit (fmt 8) or RGBA (fmt 9), top-down.
+fn bitmap(id: u64, fmt: u8, w: u32, h: u32, pixels: &[u32]) -> Vec<u8> {
+    let data: Vec<u8> = pixels.iter().flat_map(|p| p.to_le_bytes()).collect();
+    bitmap_image(id, fmt, w, h, w * 4, &data)
 }
 
 /// An 8BIT_A BITMAP SpiceImage (one alpha byte per pixel), top-down.
 fn alpha_bitmap(id: u64, w: u32, h: u32, alphas: &[u8]) -> Vec<u8> {
-    let mut b = id.to_le_bytes().to_vec();
-    b.extend_from_slice(&[0, 0]);
-    b.extend_from_slice(&w.to_le_bytes());
-    b.extend_from_slice(&h.to_le_bytes());
-    b.extend_from_slice(&[10, 4]);
-    b.extend_from_slice(&w.to_le_bytes());
-    b.extend_from_slice(&h.to_le_bytes());
-    b.extend_from_slice(&w.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(alphas);
-    b
+    bitmap_image(id, 10, w, h, w, alphas)
 }
 
 /// A SURFACE SpiceImage naming `surface_id` (`w` x `h`).
@@ -115,18 +110,7 @@ fn composite(surface_id: u32, bbox: (i32, i32, i32, i32), flags: u32, src: Vec<u
 
 /// A 1-bit mask SpiceImage (1BIT_BE, top-down).
 fn mask_bitmap(id: u64, w: u32, h: u32, rows: &[u8]) -> Vec<u8> {
-    let stride = w.div_ceil(8);
-    let mut b = id.to_le_bytes().to_vec();
-    b.extend_from_slice(&[0, 0]);
-    b.extend_from_slice(&w.to_le_bytes());
-    b.extend_from_slice(&h.to_le_bytes());
-    b.extend_from_slice(&[2, 4]);
-    b.extend_from_slice(&w.to_le_bytes());
-    b.extend_from_slice(&h.to_le_bytes());
-    b.extend_from_slice(&stride.to_le_bytes());
-    b.extend_from_slice(&0u32.to_le_bytes());
-    b.extend_from_slice(rows);
-    b
+    bitmap_image(id, 2, w, h, w.div_ceil(8), rows)
 }
 
 /// Appends `tail_after_ptr` pieces around a pointer to `image` placed at
