@@ -130,6 +130,32 @@ fn pattern(w: u32, h: u32, seed: u32) -> Vec<u32> {
     (0..w * h).map(|i| (i.wrapping_mul(2654435761) ^ seed).wrapping_mul(2246822519) & 0x00ff_ffff).collect()
 }
 
+/// A 12x12 premultiplied RGBA image: [`pattern`] colours scaled by alpha
+/// `(i * step + first) & 0xff` for pixel `i`.
+fn premultiplied(seed: u32, step: u32, first: u32) -> Vec<u32> {
+    pattern(12, 12, seed)
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let a = (i as u32 * step + first) & 0xff;
+            // premultiplied: colour channels at most alpha
+            let c = |v: u32| (v * a) / 255;
+            a << 24 | c((p >> 16) & 0xff) << 16 | c((p >> 8) & 0xff) << 8 | c(p & 0xff)
+        })
+        .collect()
+}
+
+/// SURFACE_CREATE of the W x H primary in `format`, then a DRAW_FILL of
+/// the background colour over it.
+fn primary_with_background(format: u32) -> Vec<(u16, Vec<u8>)> {
+    let create: Vec<u8> = [0u32, W as u32, H as u32, format, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut fill = base((0, 0, H, W));
+    fill.extend(solid(0x0040_4040));
+    fill.extend_from_slice(&PUT.to_le_bytes());
+    fill.extend(no_mask());
+    vec![(314, create), (302, fill)]
+}
+
 const PUT: u16 = 1 << 3;
 const XOR: u16 = 1 << 6;
 
@@ -158,15 +184,7 @@ const AREAS: &[Area] = &[
 /// colours are in the surface's own format, so on 16-bit surfaces they are
 /// other colours, the same for both renderers.
 fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
-    let mut m = Vec::new();
-    let create: Vec<u8> = [0u32, W as u32, H as u32, format, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
-    m.push((314, create));
-    // Background.
-    let mut fill = base((0, 0, H, W));
-    fill.extend(solid(0x0040_4040));
-    fill.extend_from_slice(&PUT.to_le_bytes());
-    fill.extend(no_mask());
-    m.push((302, fill));
+    let mut m = primary_with_background(format);
     let copy_tail = |rop: u16, scale: u8| {
         let mut t = Vec::new();
         t.extend_from_slice(&rop.to_le_bytes());
@@ -253,16 +271,7 @@ fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
     // composite OVER of a semi-transparent RGBA image
     let mut head = base((30, 30, 42, 42));
     head.extend_from_slice(&3u32.to_le_bytes()); // op OVER, no mask, no transforms
-    let argb: Vec<u32> = pattern(12, 12, 9)
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let a = (i as u32 * 21) & 0xff;
-            // premultiplied: colour channels at most alpha
-            let c = |v: u32| (v * a) / 255;
-            a << 24 | c((p >> 16) & 0xff) << 16 | c((p >> 8) & 0xff) << 8 | c(p & 0xff)
-        })
-        .collect();
+    let argb = premultiplied(9, 21, 0);
     let mut mid = Vec::new();
     mid.extend_from_slice(&[0, 0, 0, 0]); // src_origin, mask_origin (i16 x2 each)
     mid.extend_from_slice(&[0, 0, 0, 0]);
@@ -298,24 +307,9 @@ fn offscreen_messages() -> Vec<(u16, Vec<u8>)> {
     const OUT: u32 = 7;
     const SRC: u32 = 1;
     const DEST_OPAQUE: u32 = 1 << 24;
-    let mut m = Vec::new();
-    let create: Vec<u8> = [0u32, W as u32, H as u32, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
-    m.push((314, create));
-    let mut fill = base((0, 0, H, W));
-    fill.extend(solid(0x0040_4040));
-    fill.extend_from_slice(&PUT.to_le_bytes());
-    fill.extend(no_mask());
-    m.push((302, fill));
+    let mut m = primary_with_background(32);
     let gradient: Vec<u8> = (0..144u32).map(|i| ((i % 12 + i / 12) * 11) as u8).collect();
-    let argb: Vec<u32> = pattern(12, 12, 21)
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let a = (i as u32 * 37) & 0xff;
-            let c = |v: u32| (v * a) / 255;
-            a << 24 | c((p >> 16) & 0xff) << 16 | c((p >> 8) & 0xff) << 8 | c(p & 0xff)
-        })
-        .collect();
+    let argb = premultiplied(21, 37, 0);
     // Surface 1, 8_A: fills (alpha from the colour's low byte), one XOR;
     // it masks an opaque image onto the primary. (spice-gtk can only fill
     // an 8_A surface: a DRAW_COPY or DRAW_COMPOSITE onto it, or a copy from
@@ -376,25 +370,7 @@ const BLEND_AREAS: &[Area] = &[
 /// last row).
 fn blend_mode_messages() -> Vec<(u16, Vec<u8>)> {
     const COMPONENT_ALPHA: u32 = 1 << 18;
-    let mut m = Vec::new();
-    let create: Vec<u8> = [0u32, W as u32, H as u32, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
-    m.push((314, create));
-    let mut fill = base((0, 0, H, W));
-    fill.extend(solid(0x0040_4040));
-    fill.extend_from_slice(&PUT.to_le_bytes());
-    fill.extend(no_mask());
-    m.push((302, fill));
-    let premultiplied = |seed: u32, step: u32| -> Vec<u32> {
-        pattern(12, 12, seed)
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let a = (i as u32 * step + 40) & 0xff;
-                let c = |v: u32| (v * a) / 255;
-                a << 24 | c((p >> 16) & 0xff) << 16 | c((p >> 8) & 0xff) << 8 | c(p & 0xff)
-            })
-            .collect()
-    };
+    let mut m = primary_with_background(32);
     let ops = [0x30, 0x31, 0x32, 0x33, 0x34, 0x37, 0x39, 0x3a, 0x30, 0x32, 0x39];
     for (i, ((_, t, l, b, r), op)) in BLEND_AREAS.iter().zip(ops).enumerate() {
         let mut mid = rect(0, 0, 12, 12);
@@ -403,9 +379,9 @@ fn blend_mode_messages() -> Vec<(u16, Vec<u8>)> {
         mid.extend(no_mask());
         let id = 40 + 3 * i as u64;
         m.push((304, with_image(base((*t, *l, *b, *r)), mid, bitmap(id, 8, 12, 12, &pattern(12, 12, 50 + i as u32)))));
-        let src = bitmap(id + 1, 9, 12, 12, &premultiplied(60 + i as u32, 29));
+        let src = bitmap(id + 1, 9, 12, 12, &premultiplied(60 + i as u32, 29, 40));
         let (flags, mask) = if i >= 8 {
-            (op | COMPONENT_ALPHA, Some(bitmap(id + 2, 9, 12, 12, &premultiplied(70 + i as u32, 53))))
+            (op | COMPONENT_ALPHA, Some(bitmap(id + 2, 9, 12, 12, &premultiplied(70 + i as u32, 53, 40))))
         } else {
             (op, None)
         };
