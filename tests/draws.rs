@@ -292,6 +292,176 @@ fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
     m
 }
 
+/// A DRAW_STROKE brush: solid colour, or a pattern image and its `pos`.
+enum StrokeBrush {
+    Solid(u32),
+    Pattern(Vec<u8>, (i32, i32)),
+}
+
+/// A DRAW_STROKE body on the primary: `bbox`, no clip, `line_flags` with
+/// `style` (28.4 lengths) when styled, and path segments of 28.4 points.
+fn stroke(
+    bbox: (i32, i32, i32, i32),
+    line_flags: u8,
+    style: &[i32],
+    brush: StrokeBrush,
+    rop: u16,
+    segments: &[(u8, Vec<(i32, i32)>)],
+) -> Vec<u8> {
+    let patch = |b: &mut Vec<u8>, at: usize| {
+        let here = b.len() as u32;
+        b[at..at + 4].copy_from_slice(&here.to_le_bytes());
+    };
+    let mut b = base(bbox);
+    let path_at = b.len();
+    b.extend_from_slice(&0u32.to_le_bytes());
+    b.push(line_flags);
+    let style_at = (line_flags & STYLED != 0).then(|| {
+        b.push(style.len() as u8);
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.len() - 4
+    });
+    let image = match brush {
+        StrokeBrush::Solid(color) => {
+            b.extend(solid(color));
+            None
+        }
+        StrokeBrush::Pattern(image, pos) => {
+            b.push(2);
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&pos.0.to_le_bytes());
+            b.extend_from_slice(&pos.1.to_le_bytes());
+            Some((b.len() - 12, image))
+        }
+    };
+    b.extend_from_slice(&rop.to_le_bytes());
+    b.extend_from_slice(&PUT.to_le_bytes());
+    if let Some(at) = style_at {
+        patch(&mut b, at);
+        b.extend(style.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    if let Some((at, image)) = image {
+        patch(&mut b, at);
+        b.extend(image);
+    }
+    patch(&mut b, path_at);
+    b.extend_from_slice(&(segments.len() as u32).to_le_bytes());
+    for (flags, points) in segments {
+        b.push(*flags);
+        b.extend_from_slice(&(points.len() as u32).to_le_bytes());
+        b.extend(points.iter().flat_map(|(x, y)| x.to_le_bytes().into_iter().chain(y.to_le_bytes())));
+    }
+    b
+}
+
+const STYLED: u8 = 1 << 3;
+const START_WITH_GAP: u8 = 1 << 2;
+const BEGIN_END: u8 = 1 | 2;
+const CLOSE: u8 = 1 << 3;
+const BEZIER: u8 = 1 << 4;
+
+/// Whole pixels as 28.4.
+fn px(points: &[(i32, i32)]) -> Vec<(i32, i32)> {
+    points.iter().map(|&(x, y)| (x << 4, y << 4)).collect()
+}
+
+/// The areas of [`stroke_messages`].
+const STROKE_AREAS: &[Area] = &[
+    ("dashed polyline", 2, 2, 14, 14),
+    ("dashed closed xor", 2, 16, 14, 28),
+    ("start with gap", 2, 30, 14, 42),
+    ("pattern line", 2, 44, 14, 56),
+    ("dashed pattern or", 16, 2, 28, 14),
+    ("dashed bezier", 16, 16, 28, 28),
+    ("dashed fractional", 16, 30, 28, 42),
+    ("dashed open xor", 16, 44, 28, 56),
+    ("long dashes, sharp turns", 30, 2, 46, 28),
+];
+
+/// Dashed and pattern-brush strokes: polylines with mitred and bevelled
+/// joins, closed paths, span-group ROPs (XOR), Bézier curves and 28.4
+/// fractions, each inside its own area.
+fn stroke_messages() -> Vec<(u16, Vec<u8>)> {
+    let mut m = primary_with_background(32);
+    let solid = StrokeBrush::Solid;
+    let dash = |v: &[i32]| v.iter().map(|d| d << 4).collect::<Vec<_>>();
+    let mut push = |body| m.push((310, body));
+    push(stroke(
+        (2, 2, 14, 14),
+        STYLED,
+        &dash(&[3, 2]),
+        solid(0x00ff_ff00),
+        PUT,
+        &[(BEGIN_END, px(&[(2, 3), (13, 3), (5, 13), (13, 12)]))],
+    ));
+    push(stroke(
+        (2, 16, 14, 28),
+        STYLED,
+        &dash(&[4, 1, 1, 1]),
+        solid(0x00ff_00ff),
+        XOR,
+        &[(BEGIN_END | CLOSE, px(&[(17, 3), (27, 5), (19, 13)]))],
+    ));
+    push(stroke(
+        (2, 30, 14, 42),
+        STYLED | START_WITH_GAP,
+        &dash(&[2, 3, 1]),
+        solid(0x0000_ff80),
+        PUT,
+        &[(BEGIN_END, px(&[(30, 2), (41, 6), (31, 9)])), (BEGIN_END, px(&[(33, 13), (40, 2)]))],
+    ));
+    push(stroke(
+        (2, 44, 14, 56),
+        0,
+        &[],
+        StrokeBrush::Pattern(bitmap(30, 8, 4, 3, &pattern(4, 3, 30)), (1, 2)),
+        PUT,
+        &[(BEGIN_END, px(&[(44, 2), (55, 13), (44, 13), (55, 3)]))],
+    ));
+    push(stroke(
+        (16, 2, 28, 14),
+        STYLED,
+        &dash(&[5, 2]),
+        StrokeBrush::Pattern(bitmap(31, 8, 3, 5, &pattern(3, 5, 31)), (0, 0)),
+        1 << 4, // OR
+        &[(BEGIN_END, px(&[(2, 17), (13, 17), (13, 27), (2, 20)]))],
+    ));
+    push(stroke(
+        (16, 16, 28, 28),
+        STYLED,
+        &dash(&[3, 1]),
+        solid(0x00ff_8000),
+        PUT,
+        &[(1, px(&[(16, 27)])), (BEZIER | 2, px(&[(18, 10), (30, 36), (27, 17)]))],
+    ));
+    push(stroke(
+        (16, 30, 28, 42),
+        STYLED,
+        &[37, 21, 9, 30],
+        solid(0x0080_ffff),
+        PUT,
+        &[(BEGIN_END, vec![(30 * 16 + 5, 16 * 16 + 9), (41 * 16 + 3, 27 * 16 + 12), (33 * 16 + 15, 27 * 16 + 1)])],
+    ));
+    push(stroke(
+        (16, 44, 28, 56),
+        STYLED,
+        &dash(&[6, 1]),
+        solid(0x0000_ff00),
+        XOR,
+        &[(BEGIN_END, px(&[(44, 16), (55, 27), (55, 16), (44, 27)]))],
+    ));
+    push(stroke(
+        (30, 2, 46, 28),
+        STYLED,
+        &dash(&[9, 2, 1, 2]),
+        solid(0x00ff_ffff),
+        PUT,
+        &[(BEGIN_END, px(&[(2, 31), (27, 33), (3, 35), (27, 44), (26, 31), (14, 45)]))],
+    ));
+    m.push((102, Vec::new()));
+    m
+}
+
 /// The areas of [`offscreen_messages`].
 const OFFSCREEN_AREAS: &[Area] = &[
     ("A8 surface mask", 2, 2, 14, 14),
@@ -409,6 +579,11 @@ fn scripted_draws_on_a_16_bit_565_surface() {
 #[test]
 fn scripted_draws_on_a_16_bit_555_surface() {
     draws_case(messages(16), AREAS);
+}
+
+#[test]
+fn scripted_dashed_and_pattern_strokes() {
+    draws_case(stroke_messages(), STROKE_AREAS);
 }
 
 #[test]

@@ -93,6 +93,13 @@ impl Rop {
         self.op == 0
     }
 
+    /// Whether painting a pixel twice differs from painting it once: the
+    /// operation inverts the destination for some source value (X11
+    /// `miSpansCarefulRop`, which `lines.c` uses to paint each span once).
+    pub fn is_careful(&self) -> bool {
+        [0, u32::MAX].into_iter().any(|s| self.apply(s, 0) == u32::MAX && self.apply(s, u32::MAX) == 0)
+    }
+
     #[inline]
     fn apply(&self, src: u32, dest: u32) -> u32 {
         let s = if self.invert_src { !src } else { src };

@@ -11,6 +11,7 @@
 
 pub mod canvas;
 pub mod composite;
+pub mod dash;
 pub mod display;
 pub mod image;
 pub mod live;

@@ -669,19 +669,40 @@ impl DisplayRenderer {
     }
 
     /// `SPICE_MSG_DISPLAY_DRAW_STROKE` (spice-common `canvas_draw_stroke`,
-    /// see [`super::stroke`]): thin solid lines.
+    /// see [`super::stroke`]): thin lines, solid or dashed.
     fn draw_stroke(&mut self, body: &[u8]) -> Result<RenderEvent, StrokeOutcome> {
-        use super::stroke::{StrokeError, draw_stroke, parse_stroke};
+        use super::stroke::{StrokeBrush, StrokeError, draw_stroke, parse_stroke};
         let stroke = parse_stroke(body).map_err(|e| StrokeOutcome::Error(e.to_string()))?;
+        let pattern = match stroke.brush {
+            Brush::Pattern { image, pos } => {
+                let pixels = self.image(body, image).map_err(|e| StrokeOutcome::Error(e.to_string()))?;
+                if image::descriptor_type(body, image) == Some(image::image_type::SURFACE) {
+                    // stroke_fill_spans paints gc.tile, which canvas_draw_stroke
+                    // leaves NULL when the pattern is a surface.
+                    self.unsupported(
+                        "DRAW_STROKE: pattern from a surface (spice-gtk paints a null tile; drawn from the surface)"
+                            .into(),
+                    );
+                    Some((pixels.as_pixman_reads(), pos, true))
+                } else {
+                    Some((pixels, pos, false))
+                }
+            }
+            _ => None,
+        };
         let Some(surface) = self.surfaces.get_mut(&stroke.surface_id) else {
             return Err(StrokeOutcome::Error(ImageError::MissingSurface(stroke.surface_id).to_string()));
         };
-        let color = match stroke.brush {
-            Brush::Solid(c) => surface.brush_color(c),
-            _ => 0,
+        // canvas_get_image(want_original = FALSE): the canvas format.
+        let pattern = pattern
+            .map(|(p, pos, from_surface)| (if from_surface { p } else { surface.in_canvas_format(p) }, (pos.x, pos.y)));
+        let brush = match (&stroke.brush, &pattern) {
+            (Brush::Solid(c), _) => StrokeBrush::Solid(surface.brush_color(*c)),
+            (_, Some((p, pos))) => StrokeBrush::Tile(p, *pos),
+            _ => StrokeBrush::Solid(0),
         };
         let region = surface.region(&stroke.bbox, &stroke.clip);
-        match draw_stroke(surface, &region, &stroke, color) {
+        match draw_stroke(surface, &region, &stroke, brush) {
             Ok(()) => {}
             Err(StrokeError::Unsupported(what)) => return Err(StrokeOutcome::Unsupported(what.to_string())),
             Err(e) => return Err(StrokeOutcome::Error(e.to_string())),

@@ -1,6 +1,7 @@
-//! `SPICE_MSG_DISPLAY_DRAW_STROKE`: parsing, and drawing thin solid lines the
-//! way spice-gtk's software canvas does (spice-common `canvas_base.c`
-//! `canvas_draw_stroke`, `lines.c` `miZeroLine`).
+//! `SPICE_MSG_DISPLAY_DRAW_STROKE`: parsing, and drawing thin lines, solid or
+//! dashed, with a colour or a tiled pattern, the way spice-gtk's software
+//! canvas does (spice-common `canvas_base.c` `canvas_draw_stroke`, `lines.c`
+//! `miZeroLine`; dashes in [`super::dash`]).
 //!
 //! Wire layout (`spice.proto` `draw_stroke`, little-endian):
 //! `DisplayBase` (surface id, box, clip), then `path` (u32 offset from the
@@ -18,7 +19,9 @@
 use thiserror::Error;
 
 use super::canvas::{Rop, RopSource, Surface};
+use super::dash::{DashList, DashedLine};
 use super::display::{Brush, Clip, Point, Rect};
+use super::image::Pixels;
 use crate::limits::MAX_CLIP_RECTS;
 use crate::wire::{Reader, WireError};
 
@@ -358,25 +361,51 @@ fn zero_leg(a: (i32, i32), b: (i32, i32), area: (i64, i64, i64, i64), mut put: i
     }
 }
 
+/// What a stroke paints with (spice-common `canvas_base.c` `StrokeGC`):
+/// `solid` and `color`, or `tile` and its offset.
+#[derive(Debug, Clone, Copy)]
+pub enum StrokeBrush<'a> {
+    /// A colour already converted by [`Surface::brush_color`] (spice-gtk
+    /// strokes `SPICE_BRUSH_TYPE_NONE` with colour 0).
+    Solid(u32),
+    /// A pattern in the canvas format and its `pos`, tiled from there.
+    Tile(&'a Pixels, (i32, i32)),
+}
+
+fn paint(surface: &mut Surface, rects: &[Rect], brush: StrokeBrush<'_>, rop: Rop) {
+    if rects.is_empty() {
+        return;
+    }
+    match brush {
+        StrokeBrush::Solid(color) => surface.fill(rects, color, rop),
+        StrokeBrush::Tile(pattern, pos) => surface.fill_pattern(rects, pattern, pos, rop),
+    }
+}
+
 /// Draws `stroke` on `surface` within `region` (from [`Surface::region`]
-/// for the stroke's box and clip) with `color`, the solid brush colour
-/// already converted by [`Surface::brush_color`] (ignored for `Brush::None`,
-/// which spice-gtk draws as colour 0). Every touched pixel is settled for
-/// 16-bit surfaces here.
+/// for the stroke's box and clip) with `brush`. Solid lines are X11 zero-width
+/// lines painted leg by leg (a pixel two legs share is painted twice);
+/// styled lines are dashed as [`super::dash`] describes, each polyline
+/// painted once per pixel. Every touched pixel is settled for 16-bit
+/// surfaces here.
 ///
 /// # Errors
-/// [`StrokeError::Unsupported`] for pattern brushes and styled (dashed)
-/// lines, before anything is drawn. `Invalid` when spice-common would stop
-/// part-way (a malformed Bézier segment): what came before is drawn.
-pub fn draw_stroke(surface: &mut Surface, region: &[Rect], stroke: &Stroke, color: u32) -> Result<(), StrokeError> {
-    let color = match stroke.brush {
-        Brush::None => 0,
-        Brush::Solid(_) => color,
-        Brush::Pattern { .. } => return Err(StrokeError::Unsupported("pattern brush")),
+/// [`StrokeError::Unsupported`] for a dash list spice-gtk cannot draw
+/// (empty, or all zeros), before anything is drawn. `Invalid` when
+/// spice-common would stop part-way (a malformed Bézier segment) and
+/// `TooMany` when a dashed polyline exceeds
+/// [`super::dash::MAX_DASH_WORK`]: what came before is drawn.
+pub fn draw_stroke(
+    surface: &mut Surface,
+    region: &[Rect],
+    stroke: &Stroke,
+    brush: StrokeBrush<'_>,
+) -> Result<(), StrokeError> {
+    let dashes = if stroke.line_flags & line_flags::STYLED != 0 {
+        Some(DashList::from_style(&stroke.style, stroke.line_flags & line_flags::START_WITH_GAP != 0)?)
+    } else {
+        None
     };
-    if stroke.line_flags & line_flags::STYLED != 0 {
-        return Err(StrokeError::Unsupported("styled (dashed) line"));
-    }
     let bounds = Rect {
         top: 0,
         left: 0,
@@ -394,20 +423,31 @@ pub fn draw_stroke(surface: &mut Surface, region: &[Rect], stroke: &Stroke, colo
         );
         let rop = Rop::from_descriptor(stroke.fore_mode, RopSource::Brush);
         for line in &lines {
-            for leg in line.windows(2) {
-                zero_leg(leg[0], leg[1], area, |x, y| {
-                    let inside = region.iter().any(|r| {
-                        x >= i64::from(r.left)
-                            && x < i64::from(r.right)
-                            && y >= i64::from(r.top)
-                            && y < i64::from(r.bottom)
-                    });
-                    if inside {
-                        // Inside a region rectangle, so it fits i32.
-                        let (x, y) = (x as i32, y as i32);
-                        surface.fill(&[Rect { top: y, left: x, bottom: y + 1, right: x + 1 }], color, rop);
+            let mut rects = Vec::new();
+            match &dashes {
+                None => {
+                    for leg in line.windows(2) {
+                        rects.clear();
+                        zero_leg(leg[0], leg[1], area, |x, y| {
+                            // Within the area, so it fits i32.
+                            let (x, y) = (x as i32, y as i32);
+                            let pixel = Rect { top: y, left: x, bottom: y + 1, right: x + 1 };
+                            rects.extend(region.iter().map(|r| r.intersect(&pixel)).filter(|r| !r.is_empty()));
+                        });
+                        paint(surface, &rects, brush, rop);
                     }
-                });
+                }
+                Some(dashes) => {
+                    let mut dashed = DashedLine::new(dashes, rop.is_careful(), area);
+                    let drawn = dashed.draw(line);
+                    for (y, x0, x1) in dashed.spans() {
+                        // Within the area, so they fit i32.
+                        let span = Rect { top: y as i32, left: x0 as i32, bottom: y as i32 + 1, right: x1 as i32 + 1 };
+                        rects.extend(region.iter().map(|r| r.intersect(&span)).filter(|r| !r.is_empty()));
+                    }
+                    paint(surface, &rects, brush, rop);
+                    drawn?;
+                }
             }
         }
     }
@@ -472,7 +512,7 @@ mod tests {
     fn drawn(segs: &[(u8, &[(i32, i32)])], region: &[Rect]) -> Vec<(u32, u32)> {
         let s = parse_stroke(&body(segs, None, 1)).unwrap();
         let mut surf = Surface::new(16, 16, 32);
-        draw_stroke(&mut surf, region, &s, 0xff_0000).unwrap();
+        draw_stroke(&mut surf, region, &s, StrokeBrush::Solid(0xff_0000)).unwrap();
         let mut v = Vec::new();
         for y in 0..16u32 {
             for x in 0..16u32 {
@@ -553,14 +593,21 @@ mod tests {
     }
 
     #[test]
-    fn dashed_and_pattern_unsupported() {
-        let s = parse_stroke(&body(&[(BE, &[(0, 0), (4, 0)])], Some(&[2, 1]), 1)).unwrap();
+    fn dashed_and_tiled() {
+        let s = parse_stroke(&body(&[(BE, &[(0, 0), (8, 0)])], Some(&[2, 1]), 1)).unwrap();
         assert_eq!(s.style, vec![32, 16]);
         let mut surf = Surface::new(16, 16, 32);
-        assert!(matches!(draw_stroke(&mut surf, &full(), &s, 1), Err(StrokeError::Unsupported(_))));
-        let s = parse_stroke(&body(&[(BE, &[(0, 0), (4, 0)])], None, 2)).unwrap();
-        assert!(matches!(draw_stroke(&mut surf, &full(), &s, 1), Err(StrokeError::Unsupported(_))));
-        assert!(surf.data.iter().all(|&p| p == 0));
+        draw_stroke(&mut surf, &full(), &s, StrokeBrush::Solid(7)).unwrap();
+        assert_eq!(&surf.data[..9], &[7, 7, 0, 7, 7, 0, 7, 7, 0]);
+        // A 2x1 tile from x = 1: pixel x takes tile column (x - 1) mod 2.
+        let tile = Pixels::xrgb(2, 1, vec![0xa, 0xb]);
+        let s = parse_stroke(&body(&[(BE, &[(0, 1), (4, 1)])], None, 2)).unwrap();
+        draw_stroke(&mut surf, &full(), &s, StrokeBrush::Tile(&tile, (1, 0))).unwrap();
+        assert_eq!(&surf.data[16..21], &[0xb, 0xa, 0xb, 0xa, 0]);
+        // All-zero dashes hang spice-gtk: refused before drawing.
+        let s = parse_stroke(&body(&[(BE, &[(0, 2), (8, 2)])], Some(&[0, 0]), 1)).unwrap();
+        assert!(matches!(draw_stroke(&mut surf, &full(), &s, StrokeBrush::Solid(7)), Err(StrokeError::Unsupported(_))));
+        assert!(surf.data[32..48].iter().all(|&p| p == 0));
     }
 
     #[test]
@@ -593,9 +640,9 @@ mod tests {
         }
         let s = parse_stroke(&b).unwrap();
         let mut surf = Surface::new(16, 16, 32);
-        let _ = draw_stroke(&mut surf, &full(), &s, 1);
+        let _ = draw_stroke(&mut surf, &full(), &s, StrokeBrush::Solid(1));
         // Bezier with a bad count stops like spice-common.
         let s = parse_stroke(&body(&[(BE | path_flags::BEZIER, &[(0, 0), (1, 1), (2, 2)])], None, 1)).unwrap();
-        assert!(draw_stroke(&mut surf, &full(), &s, 1).is_err());
+        assert!(draw_stroke(&mut surf, &full(), &s, StrokeBrush::Solid(1)).is_err());
     }
 }
