@@ -191,6 +191,17 @@ impl Surface {
         Rect { top: 0, left: 0, bottom: self.height as i32, right: self.width as i32 }
     }
 
+    /// Bits per pixel of the pixman image spice-gtk keeps for the surface
+    /// (`a1`, `a8`, 16-bit, or 32-bit).
+    pub fn bits_per_pixel(&self) -> u32 {
+        match self.format {
+            FMT_1_A => 1,
+            FMT_8_A => 8,
+            FMT_16_555 | FMT_16_565 => 16,
+            _ => 32,
+        }
+    }
+
     /// Whether the surface stores 16-bit pixels.
     pub fn is_16bit(&self) -> bool {
         matches!(self.format, FMT_16_555 | FMT_16_565)

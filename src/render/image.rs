@@ -270,6 +270,18 @@ pub fn descriptor_type(body: &[u8], offset: u32) -> Option<u8> {
     body.get(at).copied().filter(|_| offset != 0)
 }
 
+/// The surface id of the `SpiceImage` at `offset` when it is a
+/// `SPICE_IMAGE_TYPE_SURFACE` (`SpiceSurface.surface_id`, a `u32` right
+/// after the 18-byte descriptor), else `None`.
+pub fn surface_source(body: &[u8], offset: u32) -> Option<u32> {
+    if descriptor_type(body, offset)? != image_type::SURFACE {
+        return None;
+    }
+    let at = usize::try_from(offset).ok()?.checked_add(18)?;
+    let b = body.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Decodes the `SpiceImage` at `offset` of a message `body`.
 ///
 /// # Errors

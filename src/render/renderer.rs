@@ -235,6 +235,28 @@ impl DisplayRenderer {
         self.unsupported(format!("{name} onto a {fmt} surface (spice-gtk aborts; drawn as pixman would)"));
     }
 
+    /// Counts, as unsupported, an unscaled blit from a surface of another
+    /// depth (say a 16-bit surface onto a 32-bit one): spice-gtk blits
+    /// surfaces bit for bit and asserts equal depths (spice-common
+    /// `pixman_utils.c` `spice_pixman_blit`, `_rop`, `_colorkey`), so the
+    /// failed assertion ends it. spicetap draws the converted pixels.
+    fn note_depth_mismatch(&mut self, msg_type: u16, body: &[u8], image: u32, dest_id: u32, region: &[Rect]) {
+        let Some(src_id) = image::surface_source(body, image) else { return };
+        let (Some(src), Some(dest)) = (self.surfaces.get(&src_id), self.surfaces.get(&dest_id)) else { return };
+        let (src_bpp, dest_bpp) = (src.bits_per_pixel(), dest.bits_per_pixel());
+        if src_bpp == dest_bpp || region.is_empty() {
+            return;
+        }
+        let name = crate::protocol::message_name(
+            crate::protocol::ChannelType::DISPLAY,
+            crate::protocol::Direction::ServerToClient,
+            msg_type,
+        );
+        self.unsupported(format!(
+            "{name} from a {src_bpp}-bit surface onto a {dest_bpp}-bit one (spice-gtk aborts; drawn converted)"
+        ));
+    }
+
     /// Takes note of a client message: `SPICE_MSGC_DISPLAY_INIT`
     /// (pixmap_cache_id u8, pixmap_cache_size i64, glz_dictionary_id u8,
     /// glz_dictionary_window_size i32) sets the GLZ window.
@@ -398,6 +420,11 @@ impl DisplayRenderer {
                 let pixels = self.image(body, copy.src_bitmap)?;
                 let brush = if msg_type == msg::DRAW_OPAQUE { self.brush(body, copy.brush)? } else { None };
                 let region = self.draw_region(body, &base, &copy.mask)?;
+                let unscaled =
+                    copy.src_area.width() == base.bbox.width() && copy.src_area.height() == base.bbox.height();
+                if unscaled {
+                    self.note_depth_mismatch(msg_type, body, copy.src_bitmap, base.surface_id, &region);
+                }
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
                 };
@@ -411,7 +438,7 @@ impl DisplayRenderer {
                     Rop::from_descriptor(copy.rop_descriptor, RopSource::Image)
                 };
                 let from_surface = image::descriptor_type(body, copy.src_bitmap) == Some(image::image_type::SURFACE);
-                if copy.src_area.width() == base.bbox.width() && copy.src_area.height() == base.bbox.height() {
+                if unscaled {
                     let dx = i64::from(copy.src_area.left) - i64::from(base.bbox.left);
                     let dy = i64::from(copy.src_area.top) - i64::from(base.bbox.top);
                     // An unscaled blit copies bits; only an alpha-only
@@ -518,11 +545,18 @@ impl DisplayRenderer {
                         Sources { caches: &mut shared.caches, surfaces: &self.surfaces, glz: &mut shared.glz };
                     image::decode(body, src_bitmap, &mut src)?
                 };
+                let unscaled = src_area.width() == base.bbox.width() && src_area.height() == base.bbox.height();
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
                 };
                 let region = surface.region(&base.bbox, &base.clip);
-                if src_area.width() != base.bbox.width() || src_area.height() != base.bbox.height() {
+                if unscaled {
+                    self.note_depth_mismatch(msg::DRAW_TRANSPARENT, body, src_bitmap, base.surface_id, &region);
+                }
+                let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
+                    return Err(ImageError::MissingSurface(base.surface_id));
+                };
+                if !unscaled {
                     raster::scale_colorkey_blit(surface, &region, &pixels, src_area, base.bbox, true_color);
                 } else {
                     let dx = i64::from(src_area.left) - i64::from(base.bbox.left);
@@ -910,6 +944,37 @@ mod tests {
         assert_eq!(r.server_message(msg::DRAW_FILL, &fill), RenderEvent::Drawn);
         assert_eq!(r.primary().unwrap().data, [0xff00_0000; 2]);
         assert_eq!(r.stats.unsupported.len(), 2, "{:?}", r.stats.unsupported);
+    }
+
+    #[test]
+    fn unscaled_copies_between_depths_are_counted() {
+        use super::super::canvas::ropd;
+        let mut r = DisplayRenderer::new();
+        r.server_message(msg::SURFACE_CREATE, &surface_create(2, 1));
+        // Surface 1 in 16_565, surface 2 in 32_ARGB, both 2x1.
+        for (id, format) in [(1u32, 80u32), (2, 96)] {
+            let create: Vec<u8> = [id, 2, 1, format, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+            r.server_message(msg::SURFACE_CREATE, &create);
+        }
+        let mut tail = ropd::OP_PUT.to_le_bytes().to_vec();
+        tail.push(1);
+        tail.extend_from_slice(&[0; 13]);
+        let copy_from = |surface_id: u32| {
+            let mut b = draw_with_bitmap(2, 1, &tail, &[]);
+            let image_at = b.len() - 36;
+            b.truncate(image_at + 8);
+            b.extend_from_slice(&[104, 0]); // SURFACE, no flags
+            b.extend_from_slice(&2u32.to_le_bytes());
+            b.extend_from_slice(&1u32.to_le_bytes());
+            b.extend_from_slice(&surface_id.to_le_bytes());
+            b
+        };
+        assert_eq!(r.server_message(msg::DRAW_COPY, &copy_from(2)), RenderEvent::Drawn);
+        assert!(r.stats.unsupported.is_empty(), "{:?}", r.stats.unsupported);
+        assert_eq!(r.server_message(msg::DRAW_COPY, &copy_from(1)), RenderEvent::Drawn);
+        let counted: Vec<_> = r.stats.unsupported.keys().collect();
+        assert_eq!(counted.len(), 1);
+        assert!(counted[0].contains("DRAW_COPY from a 16-bit surface onto a 32-bit one"), "{counted:?}");
     }
 
     #[test]
