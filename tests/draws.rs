@@ -533,32 +533,99 @@ const BLEND_AREAS: &[Area] = &[
     ("MULTIPLY component alpha", 30, 2, 42, 14),
     ("OVERLAY component alpha", 30, 16, 42, 28),
     ("DIFFERENCE component alpha", 30, 30, 42, 42),
+    ("OVER, SOURCE_OPAQUE on a bitmap", 30, 44, 42, 56),
 ];
 
-/// Each area gets an opaque pattern, then a semi-transparent RGBA image
-/// composited with one blend mode (and an RGBA component-alpha mask in the
-/// last row).
-fn blend_mode_messages() -> Vec<(u16, Vec<u8>)> {
-    const COMPONENT_ALPHA: u32 = 1 << 18;
-    let mut m = primary_with_background(32);
-    let ops = [0x30, 0x31, 0x32, 0x33, 0x34, 0x37, 0x39, 0x3a, 0x30, 0x32, 0x39];
-    for (i, ((_, t, l, b, r), op)) in BLEND_AREAS.iter().zip(ops).enumerate() {
+const COMPONENT_ALPHA: u32 = 1 << 18;
+const SOURCE_OPAQUE: u32 = 1 << 22;
+
+/// Each area of `areas` gets an opaque pattern, then a semi-transparent
+/// RGBA image composited with the matching flags of `cases` (operator and
+/// flag bits), through an RGBA mask when the case says so. On a primary of
+/// `format`; image ids from `first_id`.
+fn composite_cases(format: u32, areas: &[Area], cases: &[(u32, bool)], first_id: u64) -> Vec<(u16, Vec<u8>)> {
+    let mut m = primary_with_background(format);
+    for (i, ((_, t, l, b, r), &(flags, masked))) in areas.iter().zip(cases).enumerate() {
         let mut mid = rect(0, 0, 12, 12);
         mid.extend_from_slice(&PUT.to_le_bytes());
         mid.push(1);
         mid.extend(no_mask());
-        let id = 40 + 3 * i as u64;
-        m.push((304, with_image(base((*t, *l, *b, *r)), mid, bitmap(id, 8, 12, 12, &pattern(12, 12, 50 + i as u32)))));
-        let src = bitmap(id + 1, 9, 12, 12, &premultiplied(60 + i as u32, 29, 40));
-        let (flags, mask) = if i >= 8 {
-            (op | COMPONENT_ALPHA, Some(bitmap(id + 2, 9, 12, 12, &premultiplied(70 + i as u32, 53, 40))))
-        } else {
-            (op, None)
-        };
+        let id = first_id + 3 * i as u64;
+        let seed = first_id as u32 + i as u32;
+        m.push((304, with_image(base((*t, *l, *b, *r)), mid, bitmap(id, 8, 12, 12, &pattern(12, 12, 10 + seed)))));
+        let src = bitmap(id + 1, 9, 12, 12, &premultiplied(20 + seed, 29, 40));
+        let mask = masked.then(|| bitmap(id + 2, 9, 12, 12, &premultiplied(30 + seed, 53, 40)));
         m.push((318, composite(0, (*t, *l, *b, *r), flags, src, mask)));
     }
     m.push((102, Vec::new()));
     m
+}
+
+/// The integer PDF blend modes, three with a component-alpha mask, and
+/// OVER with SOURCE_OPAQUE, which spice-gtk applies to surfaces only.
+fn blend_mode_messages() -> Vec<(u16, Vec<u8>)> {
+    let ca = |op| (op | COMPONENT_ALPHA, true);
+    let cases = [
+        (0x30, false),
+        (0x31, false),
+        (0x32, false),
+        (0x33, false),
+        (0x34, false),
+        (0x37, false),
+        (0x39, false),
+        (0x3a, false),
+        ca(0x30),
+        ca(0x32),
+        ca(0x39),
+        (3 | SOURCE_OPAQUE, false),
+    ];
+    composite_cases(32, BLEND_AREAS, &cases, 40)
+}
+
+/// The areas of [`float_op_messages`].
+const FLOAT_AREAS: &[Area] = &[
+    ("COLOR_DODGE", 2, 2, 14, 14),
+    ("COLOR_BURN", 2, 16, 14, 28),
+    ("SOFT_LIGHT", 2, 30, 14, 42),
+    ("HSL_HUE", 2, 44, 14, 56),
+    ("HSL_SATURATION", 16, 2, 28, 14),
+    ("HSL_COLOR", 16, 16, 28, 28),
+    ("HSL_LUMINOSITY", 16, 30, 28, 42),
+    ("SATURATE", 16, 44, 28, 56),
+    ("DISJOINT_OVER", 30, 2, 42, 14),
+    ("CONJOINT_ATOP", 30, 16, 42, 28),
+    ("SOFT_LIGHT component alpha", 30, 30, 42, 42),
+    ("HSL_HUE through a mask", 30, 44, 42, 56),
+];
+
+/// The operators pixman composites in floating point, on a primary of
+/// `format`.
+fn float_op_messages(format: u32) -> Vec<(u16, Vec<u8>)> {
+    let cases = [
+        (0x35, false),
+        (0x36, false),
+        (0x38, false),
+        (0x3b, false),
+        (0x3c, false),
+        (0x3d, false),
+        (0x3e, false),
+        (0x0d, false),
+        (0x13, false),
+        (0x29, false),
+        (0x38 | COMPONENT_ALPHA, true),
+        (0x3b, true),
+    ];
+    composite_cases(format, FLOAT_AREAS, &cases, 80)
+}
+
+#[test]
+fn scripted_float_composite_operators() {
+    draws_case(float_op_messages(32), FLOAT_AREAS);
+}
+
+#[test]
+fn scripted_float_composite_operators_on_a_16_bit_565_surface() {
+    draws_case(float_op_messages(80), FLOAT_AREAS);
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //!   session-wide GLZ dictionary.
 
 pub mod canvas;
+pub mod combine_float;
 pub mod composite;
 pub mod dash;
 pub mod display;

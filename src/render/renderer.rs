@@ -748,7 +748,10 @@ impl DisplayRenderer {
     /// `SPICE_MSG_DISPLAY_DRAW_COMPOSITE` (spice-common
     /// `canvas_draw_composite`, see [`super::composite`]).
     fn draw_composite(&mut self, body: &[u8]) -> Result<RenderEvent, StrokeOutcome> {
-        use super::composite::{CompositeError, draw_composite, parse_composite};
+        use super::combine_float::ChannelBits;
+        use super::composite::{
+            CompositeError, CompositeImage, draw_composite, flags as composite_flags, parse_composite,
+        };
         let c = parse_composite(body).map_err(|e| StrokeOutcome::Error(e.to_string()))?;
         let err = |e: ImageError| StrokeOutcome::Error(e.to_string());
         let src = self.image(body, c.src_bitmap).map_err(err)?;
@@ -756,21 +759,45 @@ impl DisplayRenderer {
             Some(m) => Some(self.image(body, m).map_err(err)?),
             None => None,
         };
+        let format_of =
+            |offset: u32| image::surface_source(body, offset).and_then(|id| self.surfaces.get(&id)).map(|s| s.format);
+        let src_format = format_of(c.src_bitmap);
+        let mask_format = c.mask_bitmap.and_then(format_of);
         let Some(surface) = self.surfaces.get_mut(&c.base.surface_id) else {
             return Err(StrokeOutcome::Error(ImageError::MissingSurface(c.base.surface_id).to_string()));
         };
-        // Images other than surfaces come in the canvas format: on 16-bit
-        // surfaces opaque and truncated (canvas_draw_composite fetches both
-        // with want_original false).
-        let is_surface = |offset| image::descriptor_type(body, offset) == Some(image::image_type::SURFACE);
-        // A surface is read in its own format.
-        let src = if is_surface(c.src_bitmap) { src.as_pixman_reads() } else { surface.in_canvas_format(src) };
-        let mask = match (mask, c.mask_bitmap) {
-            (Some(m), Some(at)) if !is_surface(at) => Some(surface.in_canvas_format(m)),
-            (m, _) => m.map(Pixels::as_pixman_reads),
+        // Each image in the pixman format spice-gtk reads it in. A surface
+        // in its own; SOURCE_OPAQUE drops a surface source's alpha
+        // (sw_canvas.c get_image(force_opaque)) and nothing else's. Other
+        // images come in the canvas format (canvas_get_image with
+        // want_original false): on 16-bit surfaces opaque and truncated.
+        let canvas_format = |surface: &Surface, p: Pixels| {
+            let p = surface.in_canvas_format(p);
+            let bits = if surface.is_16bit() || surface.is_alpha_only() {
+                ChannelBits::of_surface_format(surface.format)
+            } else {
+                CompositeImage::from(&p).bits
+            };
+            (p, bits)
+        };
+        let (src, src_bits) = match src_format {
+            Some(f) if c.has(composite_flags::SOURCE_OPAQUE) => {
+                let mut bits = ChannelBits::of_surface_format(f);
+                bits.0[0] = 0;
+                (src.opaque(), bits)
+            }
+            Some(f) => (src.as_pixman_reads(), ChannelBits::of_surface_format(f)),
+            None => canvas_format(surface, src),
+        };
+        let mask = match (mask, mask_format) {
+            (Some(m), Some(f)) => Some((m.as_pixman_reads(), ChannelBits::of_surface_format(f))),
+            (Some(m), None) => Some(canvas_format(surface, m)),
+            (None, _) => None,
         };
         let region = surface.region(&c.base.bbox, &c.base.clip);
-        match draw_composite(surface, &region, &c, &src, mask.as_ref()) {
+        let src = CompositeImage { pixels: &src, bits: src_bits };
+        let mask = mask.as_ref().map(|(pixels, bits)| CompositeImage { pixels, bits: *bits });
+        match draw_composite(surface, &region, &c, src, mask) {
             Ok(()) => {}
             Err(CompositeError::Unsupported(what)) => return Err(StrokeOutcome::Unsupported(what.to_string())),
             Err(e) => return Err(StrokeOutcome::Error(e.to_string())),
