@@ -628,6 +628,73 @@ fn scripted_float_composite_operators_on_a_16_bit_565_surface() {
     draws_case(float_op_messages(80), FLOAT_AREAS);
 }
 
+/// A DRAW_COMPOSITE on the primary with a source transform (16.16,
+/// `t00 t01 t02 t10 t11 t12`) and source origin, no mask.
+fn transformed_composite(
+    bbox: (i32, i32, i32, i32),
+    flags: u32,
+    src: Vec<u8>,
+    t: [f64; 6],
+    origin: (i16, i16),
+) -> Vec<u8> {
+    let mut b = base(bbox);
+    b.extend_from_slice(&(flags | 1 << 20).to_le_bytes());
+    let ptr = b.len();
+    b.extend_from_slice(&[0; 4]);
+    for v in t {
+        b.extend_from_slice(&((v * 65536.0).round() as i32).to_le_bytes());
+    }
+    b.extend_from_slice(&origin.0.to_le_bytes());
+    b.extend_from_slice(&origin.1.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    let at = b.len() as u32;
+    b[ptr..ptr + 4].copy_from_slice(&at.to_le_bytes());
+    b.extend(src);
+    b
+}
+
+/// The areas of [`transform_messages`].
+const TRANSFORM_AREAS: &[Area] = &[
+    ("bilinear scale, repeat none", 2, 2, 14, 14),
+    ("bilinear shear, repeat normal", 2, 16, 14, 28),
+    ("good filter upscale, repeat pad", 2, 30, 14, 42),
+    ("nearest rotation, repeat reflect", 2, 44, 14, 56),
+    ("bilinear rotation, RGBA over", 16, 2, 28, 14),
+];
+
+/// DRAW_COMPOSITE with source transforms that sample between pixels.
+fn transform_messages(format: u32) -> Vec<(u16, Vec<u8>)> {
+    const OVER: u32 = 3;
+    const SRC: u32 = 1;
+    let filter = |f: u32| f << 8;
+    let repeat = |r: u32| r << 14;
+    let mut m = primary_with_background(format);
+    let opaque = |id, seed| bitmap(id, 8, 8, 8, &pattern(8, 8, seed));
+    let rgba = |id, seed| bitmap(id, 9, 12, 12, &premultiplied(seed, 37, 20));
+    let cases = [
+        (OVER | filter(4), rgba(120, 1), [0.6, 0.0, 1.3, 0.0, 0.6, 0.25], (0, 0)),
+        (SRC | filter(4) | repeat(1), opaque(121, 2), [0.8, 0.3, 0.0, -0.3, 0.8, 2.0], (3, 1)),
+        (SRC | filter(1) | repeat(2), opaque(122, 3), [0.35, 0.0, -0.2, 0.0, 0.45, 0.1], (-2, 0)),
+        (SRC | filter(3) | repeat(3), opaque(123, 4), [0.7, -0.7, 6.0, 0.7, 0.7, -2.0], (0, 0)),
+        (OVER | filter(4), rgba(124, 5), [0.87, -0.5, 4.0, 0.5, 0.87, -3.0], (1, 2)),
+    ];
+    for ((_, t, l, b, r), (flags, src, transform, origin)) in TRANSFORM_AREAS.iter().zip(cases) {
+        m.push((318, transformed_composite((*t, *l, *b, *r), flags, src, transform, origin)));
+    }
+    m.push((102, Vec::new()));
+    m
+}
+
+#[test]
+fn scripted_transformed_composites() {
+    draws_case(transform_messages(32), TRANSFORM_AREAS);
+}
+
+#[test]
+fn scripted_transformed_composites_on_a_16_bit_565_surface() {
+    draws_case(transform_messages(80), TRANSFORM_AREAS);
+}
+
 #[test]
 fn scripted_blend_modes_render_as_spice_gtk_draws_them() {
     draws_case(blend_mode_messages(), BLEND_AREAS);

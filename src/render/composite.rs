@@ -22,9 +22,12 @@
 //! modes) are drawn with [`super::combine_float`], which needs each image's
 //! pixman format ([`CompositeImage`]).
 //!
+//! Bilinear filtering through a transform uses pixman's 7-bit weights
+//! (`bits_image_fetch_pixel_bilinear`, `bilinear_interpolation`).
+//!
 //! Only what can be reproduced exactly is drawn; everything else
-//! (convolution filters, bilinear sampling off pixel centres, unknown
-//! operators) is reported as [`CompositeError::Unsupported`] before any
+//! (convolution filters, bilinear sampling with a floating-point operator,
+//! unknown operators) is reported as [`CompositeError::Unsupported`] before any
 //! pixel is touched.
 
 use thiserror::Error;
@@ -571,62 +574,87 @@ fn wrap(c: i64, size: i64, repeat: Repeat) -> Option<i64> {
     }
 }
 
+/// Bits of pixman's bilinear weights (`BILINEAR_INTERPOLATION_BITS`).
+const BILINEAR_BITS: i64 = 7;
+
 /// How one image (source or mask) is sampled.
 struct Sampler<'a> {
     img: &'a Pixels,
     transform: Option<Transform>,
     repeat: Repeat,
+    /// OR-ed into every pixel inside the image: `0xff000000` for a format
+    /// without alpha (pixman's `fetch_pixel_32` reads those opaque).
+    force: u32,
+    /// Bilinear filtering through a transform that moves samples off pixel
+    /// centres (`bits_image_fetch_pixel_bilinear`).
+    bilinear: bool,
 }
 
 impl Sampler<'_> {
-    /// The pixel for composite coordinates `(x, y)` (nearest filter);
-    /// `None` outside the image under `Repeat::None` (transparent).
-    fn fetch(&self, x: i64, y: i64) -> Option<u32> {
-        let (px, py) = match &self.transform {
-            None => (x, y),
-            Some(t) => {
-                let (fx, fy) = t.apply(x, y);
-                ((fx - FIXED_E) >> 16, (fy - FIXED_E) >> 16)
-            }
-        };
+    /// The pixel at image coordinates (`px`, `py`) after the repeat mode;
+    /// `None` outside under `Repeat::None`.
+    fn pixel(&self, px: i64, py: i64) -> Option<u32> {
         let w = i64::from(self.img.width);
         let h = i64::from(self.img.height);
         let (px, py) = (wrap(px, w, self.repeat)?, wrap(py, h, self.repeat)?);
         let i = usize::try_from(py * w + px).ok()?;
-        self.img.data.get(i).copied()
+        self.img.data.get(i).map(|p| p | self.force)
     }
+
+    /// The sample for composite coordinates `(x, y)`; `None` when a
+    /// nearest sample falls outside the image under `Repeat::None`
+    /// (transparent; the floating-point path needs to tell it apart).
+    fn fetch(&self, x: i64, y: i64) -> Option<u32> {
+        let Some(t) = &self.transform else {
+            return self.pixel(x, y);
+        };
+        let (fx, fy) = t.apply(x, y);
+        if !self.bilinear {
+            return self.pixel((fx - FIXED_E) >> 16, (fy - FIXED_E) >> 16);
+        }
+        let (x1, y1) = (fx - 0x8000, fy - 0x8000);
+        let weight = |v: i64| ((v >> (16 - BILINEAR_BITS)) & ((1 << BILINEAR_BITS) - 1)) as u32;
+        let (dx, dy) = (weight(x1), weight(y1));
+        let (x1, y1) = (x1 >> 16, y1 >> 16);
+        let tap = |x, y| self.pixel(x, y).unwrap_or(0);
+        let (tl, tr, bl, br) = (tap(x1, y1), tap(x1 + 1, y1), tap(x1, y1 + 1), tap(x1 + 1, y1 + 1));
+        let one = 1u32 << BILINEAR_BITS;
+        let w = [(one - dx) * (one - dy), dx * (one - dy), (one - dx) * dy, dx * dy];
+        Some((0..4).fold(0, |acc, i| {
+            let c = |p: u32| p >> (8 * i) & 0xff;
+            let sum = c(tl) * w[0] + c(tr) * w[1] + c(bl) * w[2] + c(br) * w[3];
+            acc | (sum >> (2 * BILINEAR_BITS)) << (8 * i)
+        }))
+    }
+}
+
+/// Whether pixman samples with `filter` through `t` off pixel centres
+/// (bilinear through anything but an integer translation).
+fn samples_between_pixels(filter: u32, t: Option<&Transform>) -> bool {
+    let Some(t) = t else { return false };
+    let [a, b, c, d, e, f] = t.0;
+    let integer_translation = a == 1 << 16 && b == 0 && d == 0 && e == 1 << 16 && c & 0xffff == 0 && f & 0xffff == 0;
+    matches!(filter, 1 | 2 | 4) && !integer_translation
 }
 
 /// Checks the filter and transform of one image can be reproduced, and
 /// that pixman's 16.16 sample positions over the composite rectangle
-/// `(x0, y0)..(x1, y1)` (exclusive) stay representable.
+/// `(x0, y0)..(x1, y1)` (exclusive) stay representable. `float`: the
+/// operator takes pixman's floating-point path, whose bilinear filter
+/// interpolates in floats (not reproduced).
 fn check_sampling(
     filter: u32,
     t: Option<&Transform>,
-    x0: i64,
-    y0: i64,
-    x1: i64,
-    y1: i64,
+    float: bool,
+    (x0, y0, x1, y1): (i64, i64, i64, i64),
 ) -> Result<(), CompositeError> {
-    let Some(t) = t else {
-        // Without a transform every sample sits on a pixel centre: nearest
-        // and bilinear agree exactly.
-        return match filter {
-            0..=4 => Ok(()),
-            _ => Err(CompositeError::Unsupported("convolution filter")),
-        };
-    };
-    match filter {
-        // FAST, NEAREST.
-        0 | 3 => {}
-        // GOOD, BEST, BILINEAR: exact only for an integer translation.
-        1 | 2 | 4 => {
-            let [a, b, c, d, e, f] = t.0;
-            if !(a == 1 << 16 && b == 0 && d == 0 && e == 1 << 16 && c & 0xffff == 0 && f & 0xffff == 0) {
-                return Err(CompositeError::Unsupported("bilinear filter with a non-integer transform"));
-            }
-        }
-        _ => return Err(CompositeError::Unsupported("convolution filter")),
+    // FAST, GOOD, BEST, NEAREST, BILINEAR; the rest are convolutions.
+    if !matches!(filter, 0..=4) {
+        return Err(CompositeError::Unsupported("convolution filter"));
+    }
+    let Some(t) = t else { return Ok(()) };
+    if float && samples_between_pixels(filter, Some(t)) {
+        return Err(CompositeError::Unsupported("bilinear sampling with a floating-point operator"));
     }
     // Sample positions are affine in (x, y): the extremes are at corners.
     for (x, y) in [(x0, y0), (x1 - 1, y0), (x0, y1 - 1), (x1 - 1, y1 - 1)] {
@@ -690,15 +718,29 @@ pub fn draw_composite(
         (i64::from(area.left) - bl, i64::from(area.top) - bt, i64::from(area.right) - bl, i64::from(area.bottom) - bt);
     let (sx, sy) = (i64::from(c.src_origin.0), i64::from(c.src_origin.1));
     let (mx, my) = (i64::from(c.mask_origin.0), i64::from(c.mask_origin.1));
-    check_sampling(c.src_filter(), c.src_transform.as_ref(), sx + ax0, sy + ay0, sx + ax1, sy + ay1)?;
+    let src_t = c.src_transform.as_ref();
+    check_sampling(c.src_filter(), src_t, float, (sx + ax0, sy + ay0, sx + ax1, sy + ay1))?;
     if has_mask {
         let t = c.mask_transform.as_ref();
-        check_sampling(c.mask_filter(), t, mx + ax0, my + ay0, mx + ax1, my + ay1)?;
+        check_sampling(c.mask_filter(), t, float, (mx + ax0, my + ay0, mx + ax1, my + ay1))?;
     }
-    let src_s = Sampler { img: src.pixels, transform: c.src_transform, repeat: c.src_repeat() };
+    let force = |bits: ChannelBits| if bits.0[0] == 0 { 0xff00_0000 } else { 0 };
+    let src_s = Sampler {
+        img: src.pixels,
+        transform: c.src_transform,
+        repeat: c.src_repeat(),
+        force: force(src.bits),
+        bilinear: samples_between_pixels(c.src_filter(), src_t),
+    };
     // spice-gtk fetches the mask with force_opaque = FALSE: MASK_OPAQUE is
     // ignored.
-    let mask_s = mask.map(|m| Sampler { img: m.pixels, transform: c.mask_transform, repeat: c.mask_repeat() });
+    let mask_s = mask.map(|m| Sampler {
+        img: m.pixels,
+        transform: c.mask_transform,
+        repeat: c.mask_repeat(),
+        force: force(m.bits),
+        bilinear: samples_between_pixels(c.mask_filter(), c.mask_transform.as_ref()),
+    });
     let mask_bits = mask.map_or(ChannelBits::A8, |m| m.bits);
     let dest_bits = ChannelBits::of_surface_format(surface.format);
     let ca = c.has(flags::COMPONENT_ALPHA);
@@ -725,11 +767,11 @@ pub fn draw_composite(
                     combine_float::contract(out.unwrap_or(d))
                 } else {
                     let d = if dest_opaque { *dp | 0xff00_0000 } else { *dp };
-                    let s = s.map_or(0, |p| if src.bits.0[0] == 0 { p | 0xff00_0000 } else { p });
+                    let s = s.unwrap_or(0);
                     match m {
                         None => combine_u(o, s, d),
                         Some(m) => {
-                            let m = m.map_or(0, |p| if mask_bits.0[0] == 0 { p | 0xff00_0000 } else { p });
+                            let m = m.unwrap_or(0);
                             if ca {
                                 combine_ca(o, s, m, d)
                             } else {
@@ -868,9 +910,13 @@ mod tests {
         c.src_transform = Some(Transform([2 << 16, 0, 0, 0, 1 << 16, 0]));
         draw_composite(&mut s, &[rect(0, 0, 2, 1)], &c, (&src).into(), None).unwrap();
         assert_eq!(s.data, vec![0xff00_0000, 0xff00_0002]);
-        // Bilinear with a fractional translation is refused.
+        // Bilinear half-way between pixels: 7-bit weights, truncated.
         c.flags |= 4 << flags::SRC_FILTER_SHIFT;
         c.src_transform = Some(Transform([1 << 16, 0, 0x8000, 0, 1 << 16, 0]));
+        draw_composite(&mut s, &[rect(0, 0, 2, 1)], &c, (&src).into(), None).unwrap();
+        assert_eq!(s.data, vec![0xff00_0000, 0xff00_0001]);
+        // The floating-point path interpolates in floats: refused there.
+        c.flags = (c.flags & !flags::OP_MASK) | u32::from(op::SOFT_LIGHT);
         assert!(matches!(
             draw_composite(&mut s, &[rect(0, 0, 2, 1)], &c, (&src).into(), None),
             Err(CompositeError::Unsupported(_))
