@@ -292,6 +292,13 @@ fn messages(format: u32) -> Vec<(u16, Vec<u8>)> {
     m
 }
 
+/// A path segment: `SPICE_PATH_*` flags and 28.4 points.
+type PathSeg = (u8, Vec<(i32, i32)>);
+
+/// One stroke of [`stroke_messages`]: line flags, style (28.4), brush,
+/// ROP, path segments.
+type StrokeCase = (u8, Vec<i32>, StrokeBrush, u16, Vec<PathSeg>);
+
 /// A DRAW_STROKE brush: solid colour, or a pattern image and its `pos`.
 enum StrokeBrush {
     Solid(u32),
@@ -306,7 +313,7 @@ fn stroke(
     style: &[i32],
     brush: StrokeBrush,
     rop: u16,
-    segments: &[(u8, Vec<(i32, i32)>)],
+    segments: &[PathSeg],
 ) -> Vec<u8> {
     let patch = |b: &mut Vec<u8>, at: usize| {
         let here = b.len() as u32;
@@ -385,79 +392,64 @@ fn stroke_messages() -> Vec<(u16, Vec<u8>)> {
     let mut m = primary_with_background(32);
     let solid = StrokeBrush::Solid;
     let dash = |v: &[i32]| v.iter().map(|d| d << 4).collect::<Vec<_>>();
-    let mut push = |body| m.push((310, body));
-    push(stroke(
-        (2, 2, 14, 14),
-        STYLED,
-        &dash(&[3, 2]),
-        solid(0x00ff_ff00),
-        PUT,
-        &[(BEGIN_END, px(&[(2, 3), (13, 3), (5, 13), (13, 12)]))],
-    ));
-    push(stroke(
-        (2, 16, 14, 28),
-        STYLED,
-        &dash(&[4, 1, 1, 1]),
-        solid(0x00ff_00ff),
-        XOR,
-        &[(BEGIN_END | CLOSE, px(&[(17, 3), (27, 5), (19, 13)]))],
-    ));
-    push(stroke(
-        (2, 30, 14, 42),
-        STYLED | START_WITH_GAP,
-        &dash(&[2, 3, 1]),
-        solid(0x0000_ff80),
-        PUT,
-        &[(BEGIN_END, px(&[(30, 2), (41, 6), (31, 9)])), (BEGIN_END, px(&[(33, 13), (40, 2)]))],
-    ));
-    push(stroke(
-        (2, 44, 14, 56),
-        0,
-        &[],
-        StrokeBrush::Pattern(bitmap(30, 8, 4, 3, &pattern(4, 3, 30)), (1, 2)),
-        PUT,
-        &[(BEGIN_END, px(&[(44, 2), (55, 13), (44, 13), (55, 3)]))],
-    ));
-    push(stroke(
-        (16, 2, 28, 14),
-        STYLED,
-        &dash(&[5, 2]),
-        StrokeBrush::Pattern(bitmap(31, 8, 3, 5, &pattern(3, 5, 31)), (0, 0)),
-        1 << 4, // OR
-        &[(BEGIN_END, px(&[(2, 17), (13, 17), (13, 27), (2, 20)]))],
-    ));
-    push(stroke(
-        (16, 16, 28, 28),
-        STYLED,
-        &dash(&[3, 1]),
-        solid(0x00ff_8000),
-        PUT,
-        &[(1, px(&[(16, 27)])), (BEZIER | 2, px(&[(18, 10), (30, 36), (27, 17)]))],
-    ));
-    push(stroke(
-        (16, 30, 28, 42),
-        STYLED,
-        &[37, 21, 9, 30],
-        solid(0x0080_ffff),
-        PUT,
-        &[(BEGIN_END, vec![(30 * 16 + 5, 16 * 16 + 9), (41 * 16 + 3, 27 * 16 + 12), (33 * 16 + 15, 27 * 16 + 1)])],
-    ));
-    push(stroke(
-        (16, 44, 28, 56),
-        STYLED,
-        &dash(&[6, 1]),
-        solid(0x0000_ff00),
-        XOR,
-        &[(BEGIN_END, px(&[(44, 16), (55, 27), (55, 16), (44, 27)]))],
-    ));
-    push(stroke(
-        (30, 2, 46, 28),
-        STYLED,
-        &dash(&[9, 2, 1, 2]),
-        solid(0x00ff_ffff),
-        PUT,
-        &[(BEGIN_END, px(&[(2, 31), (27, 33), (3, 35), (27, 44), (26, 31), (14, 45)]))],
-    ));
+    let pattern_brush = |id, w, h, pos| StrokeBrush::Pattern(bitmap(id, 8, w, h, &pattern(w, h, id as u32)), pos);
+    let fractional = vec![(30 * 16 + 5, 16 * 16 + 9), (41 * 16 + 3, 27 * 16 + 12), (33 * 16 + 15, 27 * 16 + 1)];
+    let cases: Vec<StrokeCase> = vec![
+        (STYLED, dash(&[3, 2]), solid(0x00ff_ff00), PUT, vec![(BEGIN_END, px(&[(2, 3), (13, 3), (5, 13), (13, 12)]))]),
+        (
+            STYLED,
+            dash(&[4, 1, 1, 1]),
+            solid(0x00ff_00ff),
+            XOR,
+            vec![(BEGIN_END | CLOSE, px(&[(17, 3), (27, 5), (19, 13)]))],
+        ),
+        (
+            STYLED | START_WITH_GAP,
+            dash(&[2, 3, 1]),
+            solid(0x0000_ff80),
+            PUT,
+            vec![(BEGIN_END, px(&[(30, 2), (41, 6), (31, 9)])), (BEGIN_END, px(&[(33, 13), (40, 2)]))],
+        ),
+        (
+            0,
+            vec![],
+            pattern_brush(30, 4, 3, (1, 2)),
+            PUT,
+            vec![(BEGIN_END, px(&[(44, 2), (55, 13), (44, 13), (55, 3)]))],
+        ),
+        (
+            STYLED,
+            dash(&[5, 2]),
+            pattern_brush(31, 3, 5, (0, 0)),
+            1 << 4, // OR
+            vec![(BEGIN_END, px(&[(2, 17), (13, 17), (13, 27), (2, 20)]))],
+        ),
+        (
+            STYLED,
+            dash(&[3, 1]),
+            solid(0x00ff_8000),
+            PUT,
+            vec![(1, px(&[(16, 27)])), (BEZIER | 2, px(&[(18, 10), (30, 36), (27, 17)]))],
+        ),
+        (STYLED, vec![37, 21, 9, 30], solid(0x0080_ffff), PUT, vec![(BEGIN_END, fractional)]),
+        (
+            STYLED,
+            dash(&[6, 1]),
+            solid(0x0000_ff00),
+            XOR,
+            vec![(BEGIN_END, px(&[(44, 16), (55, 27), (55, 16), (44, 27)]))],
+        ),
+        (
+            STYLED,
+            dash(&[9, 2, 1, 2]),
+            solid(0x00ff_ffff),
+            PUT,
+            vec![(BEGIN_END, px(&[(2, 31), (27, 33), (3, 35), (27, 44), (26, 31), (14, 45)]))],
+        ),
+    ];
+    for ((_, t, l, b, r), (flags, style, brush, rop, path)) in STROKE_AREAS.iter().zip(cases) {
+        m.push((310, stroke((*t, *l, *b, *r), flags, &style, brush, rop, &path)));
+    }
     m.push((102, Vec::new()));
     m
 }

@@ -332,26 +332,21 @@ impl<'a> DashedLine<'a> {
         let (ax0, ay0, ax1, ay1) = self.area;
         let mut y = poly.top;
         let (mut left_iter, mut right_iter) = (poly.left.iter(), poly.right.iter());
-        let (mut left_count, mut right_count) = (poly.left.len(), poly.right.len());
         let (mut left, mut right) = (Edge::default(), Edge::default());
         let (mut left_height, mut right_height) = (0i64, 0i64);
-        while (left_count > 0 || left_height != 0) && (right_count > 0 || right_height != 0) {
-            if left_height == 0
-                && left_count > 0
-                && let Some(e) = left_iter.next()
+        // MIPOLYRELOADLEFT / MIPOLYRELOADRIGHT: the next edge once the
+        // current one is used up.
+        let reload = |iter: &mut std::slice::Iter<'_, Edge>, edge: &mut Edge, height: &mut i64| {
+            if *height == 0
+                && let Some(e) = iter.next()
             {
-                left = *e;
-                left_height = e.height;
-                left_count -= 1;
+                *edge = *e;
+                *height = e.height;
             }
-            if right_height == 0
-                && right_count > 0
-                && let Some(e) = right_iter.next()
-            {
-                right = *e;
-                right_height = e.height;
-                right_count -= 1;
-            }
+        };
+        while (left_iter.len() > 0 || left_height != 0) && (right_iter.len() > 0 || right_height != 0) {
+            reload(&mut left_iter, &mut left, &mut left_height);
+            reload(&mut right_iter, &mut right, &mut right_height);
             let mut height = left_height.min(right_height);
             left_height -= height;
             right_height -= height;
