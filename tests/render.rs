@@ -264,3 +264,30 @@ fn linux_guest_stream_last_frame() {
     eprintln!("stream: {frames} frames, PSNR {psnr:.1} dB; {stderr}");
     assert!(psnr >= 35.0, "PSNR {psnr:.1} dB");
 }
+
+/// Real captures written by ryll 0.3.0 (`--capture`, no link stage, fake
+/// TCP 10.0.0.1 / 10.0.0.2) of QEMU's SeaBIOS screen under auto_glz and
+/// quic, with spicy-screenshot's pictures of the same screen with the
+/// blinking text cursor off and on (tests/fixtures/ryll, see its README).
+#[test]
+fn ryll_captures_render_as_spice_gtk_shows_them() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ryll");
+    let dir = Scratch::new("ryll");
+    for pcap in [fixtures.join("display.pcap"), fixtures.join("quic/display.pcap")] {
+        for (extra, reference) in [(None, "ref.png"), (Some("1"), "ref-cursor-on.png")] {
+            let png = dir.path.join("out.png");
+            let mut cmd = Command::new(SPICETAP);
+            cmd.arg("render").arg(&pcap).args(["--channel-type", "display", "--png"]).arg(&png);
+            if let Some(mark) = extra {
+                cmd.args(["--mark", mark]);
+            }
+            let r = run_bounded(&mut cmd, Duration::from_secs(60));
+            assert!(r.status.success(), "{}: {}", pcap.display(), String::from_utf8_lossy(&r.stderr));
+            let (w, h, rendered) = read_png(&png);
+            let (rw, rh, expected) = read_png(&fixtures.join(reference));
+            assert_eq!((w, h), (rw, rh));
+            let differing = rendered.chunks(3).zip(expected.chunks(3)).filter(|(a, b)| a != b).count();
+            assert_eq!(differing, 0, "{} against {reference}", pcap.display());
+        }
+    }
+}
