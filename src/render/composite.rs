@@ -36,6 +36,7 @@ use super::canvas::{FMT_1_A, FMT_8_A, FMT_32_ARGB, FMT_32_XRGB, Surface};
 use super::combine_float::{self, ChannelBits, needs_float};
 use super::display::{DisplayBase, DisplayError, Rect};
 use super::image::{Alpha, Pixels};
+use super::raster;
 use crate::limits::MAX_CLIP_RECTS;
 use crate::wire::{Reader, WireError};
 
@@ -574,9 +575,6 @@ fn wrap(c: i64, size: i64, repeat: Repeat) -> Option<i64> {
     }
 }
 
-/// Bits of pixman's bilinear weights (`BILINEAR_INTERPOLATION_BITS`).
-const BILINEAR_BITS: i64 = 7;
-
 /// How one image (source or mask) is sampled.
 struct Sampler<'a> {
     img: &'a Pixels,
@@ -612,19 +610,9 @@ impl Sampler<'_> {
         if !self.bilinear {
             return self.pixel((fx - FIXED_E) >> 16, (fy - FIXED_E) >> 16);
         }
-        let (x1, y1) = (fx - 0x8000, fy - 0x8000);
-        let weight = |v: i64| ((v >> (16 - BILINEAR_BITS)) & ((1 << BILINEAR_BITS) - 1)) as u32;
-        let (dx, dy) = (weight(x1), weight(y1));
-        let (x1, y1) = (x1 >> 16, y1 >> 16);
+        let ((x1, y1), (dx, dy)) = raster::bilinear_position(fx, fy);
         let tap = |x, y| self.pixel(x, y).unwrap_or(0);
-        let (tl, tr, bl, br) = (tap(x1, y1), tap(x1 + 1, y1), tap(x1, y1 + 1), tap(x1 + 1, y1 + 1));
-        let one = 1u32 << BILINEAR_BITS;
-        let w = [(one - dx) * (one - dy), dx * (one - dy), (one - dx) * dy, dx * dy];
-        Some((0..4).fold(0, |acc, i| {
-            let c = |p: u32| p >> (8 * i) & 0xff;
-            let sum = c(tl) * w[0] + c(tr) * w[1] + c(bl) * w[2] + c(br) * w[3];
-            acc | (sum >> (2 * BILINEAR_BITS)) << (8 * i)
-        }))
+        Some(raster::bilinear_interpolation(tap(x1, y1), tap(x1 + 1, y1), tap(x1, y1 + 1), tap(x1 + 1, y1 + 1), dx, dy))
     }
 }
 

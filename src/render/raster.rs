@@ -330,27 +330,37 @@ fn sample_nearest(src: &Pixels, vx: i64, vy: i64) -> u32 {
     fetch(src, (vx - 1) >> 16, (vy - 1) >> 16)
 }
 
-/// pixman bilinear sample (`PIXMAN_FILTER_GOOD` = `BILINEAR`) at 16.16
-/// (`vx`, `vy`) with 7-bit weights; channels interpolated independently
-/// and truncated.
+/// pixman's bilinear sample position at 16.16 (`vx`, `vy`): the top-left
+/// tap and the 7-bit weights (`bits_image_fetch_pixel_bilinear`:
+/// `pixman_fixed_to_bilinear_weight` of the position minus half a pixel).
 #[inline]
-fn sample_bilinear(src: &Pixels, vx: i64, vy: i64) -> u32 {
+pub fn bilinear_position(vx: i64, vy: i64) -> ((i64, i64), (u32, u32)) {
     let (x1, y1) = (vx - 0x8000, vy - 0x8000);
     let shift = 16 - BILINEAR_BITS;
     let mask = (1 << BILINEAR_BITS) - 1;
-    let (dx, dy) = (((x1 >> shift) & mask) as u32, ((y1 >> shift) & mask) as u32);
-    let (x1, y1) = (x1 >> 16, y1 >> 16);
+    ((x1 >> 16, y1 >> 16), (((x1 >> shift) & mask) as u32, ((y1 >> shift) & mask) as u32))
+}
+
+/// pixman's `bilinear_interpolation` of four `0xAARRGGBB` taps with 7-bit
+/// weights `dx`, `dy`: channels interpolated independently and truncated.
+#[inline]
+pub fn bilinear_interpolation(tl: u32, tr: u32, bl: u32, br: u32, dx: u32, dy: u32) -> u32 {
     let one = 1 << BILINEAR_BITS;
-    let tl = fetch(src, x1, y1);
-    let tr = fetch(src, x1 + 1, y1);
-    let bl = fetch(src, x1, y1 + 1);
-    let br = fetch(src, x1 + 1, y1 + 1);
     let w = [(one - dx) * (one - dy), dx * (one - dy), (one - dx) * dy, dx * dy];
     (0..4).fold(0, |acc, i| {
         let c = |p: u32| p >> (8 * i) & 0xff;
         let sum = c(tl) * w[0] + c(tr) * w[1] + c(bl) * w[2] + c(br) * w[3];
         acc | (sum >> (2 * BILINEAR_BITS)) << (8 * i)
     })
+}
+
+/// pixman bilinear sample (`PIXMAN_FILTER_GOOD` = `BILINEAR`) at 16.16
+/// (`vx`, `vy`), transparent outside the image.
+#[inline]
+fn sample_bilinear(src: &Pixels, vx: i64, vy: i64) -> u32 {
+    let ((x1, y1), (dx, dy)) = bilinear_position(vx, vy);
+    let tap = |x, y| fetch(src, x, y);
+    bilinear_interpolation(tap(x1, y1), tap(x1 + 1, y1), tap(x1, y1 + 1), tap(x1 + 1, y1 + 1), dx, dy)
 }
 
 /// The source sampler of a composite from `src_area` onto `dest_box`:
