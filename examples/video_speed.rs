@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{width}x{height}: {:.1} frames/s ({:.1} ms/frame), {} samples, {:.0} KB, {:.2} Mbit/s at 30 frames/s",
             FRAMES as f64 / seconds,
             seconds * 1000.0 / FRAMES as f64,
-            report.files.iter().map(|f| f.samples).sum::<u64>(),
+            report.file.as_ref().map_or(0, |f| f.samples),
             bytes / 1000.0,
             bytes * 8.0 / report.duration.as_secs_f64() / 1e6,
         );

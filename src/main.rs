@@ -381,12 +381,16 @@ fn render(args: RenderArgs) -> Result<()> {
             let config = spicetap::video::VideoConfig { max_fps: args.video_fps, ..Default::default() };
             spicetap::video::VideoRecorder::check_config(&config)?;
             let (surface, stats, report) = offline::render_pcap_mp4(&pcap, channel_type, until, mp4, config)?;
-            for f in &report.files {
+            if let Some(f) = &report.file {
+                let sizes: Vec<String> = f
+                    .sizes
+                    .iter()
+                    .map(|s| format!("{}x{} from {:.3} s", s.width, s.height, s.at.as_secs_f64()))
+                    .collect();
                 eprintln!(
-                    "{}: {}x{}, {} samples, {:.3} s",
+                    "{}: {}, {} samples, {:.3} s",
                     f.path.display(),
-                    f.width,
-                    f.height,
+                    sizes.join(", "),
                     f.samples,
                     report.duration.as_secs_f64()
                 );

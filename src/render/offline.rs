@@ -183,9 +183,12 @@ pub fn render_pcap_mp4(
     let dir = mp4.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let stem = mp4.file_stem().and_then(|s| s.to_str()).ok_or_else(|| OfflineError::Video("bad MP4 name".into()))?;
     let config = crate::video::VideoConfig { realtime: false, ..config };
-    let interval = config.min_interval();
+    let fps = u128::from(config.max_fps.max(1));
+    // The video's grid (`video::timeline`): the surface as it was at each
+    // tick of 1 / fps s. A change is pushed once a later change belongs to a
+    // later tick, so only the last change before each tick is encoded.
+    let tick = |at: Duration| (at.as_nanos() * fps).div_ceil(1_000_000_000);
     let rec = crate::video::VideoRecorder::start(dir, stem, config).map_err(video_err)?;
-    let mut last_frame: Option<Duration> = None;
     let mut pending: Option<(Duration, Surface)> = None;
     let push = |at: Duration, s: &Surface| {
         if let Ok(f) = crate::video::Frame::new(at, s.width, s.height, s.data.clone()) {
@@ -193,19 +196,19 @@ pub fn render_pcap_mp4(
         }
     };
     let mut on_change = |at: Duration, s: &Surface| {
-        if last_frame.is_none_or(|t| at.saturating_sub(t) >= interval) {
-            push(at, s);
-            last_frame = Some(at);
-            pending = None;
-        } else {
-            pending = Some((at, s.clone()));
+        if let Some((last, surface)) = pending.take()
+            && tick(at) > tick(last)
+        {
+            push(last, &surface);
         }
+        pending = Some((at, s.clone()));
     };
     let (surface, stats, end) = render_pcap_frames(pcap, channel_type, until, Some(&mut on_change))?;
+    let mut end = end;
     if let Some((at, s)) = pending.take() {
-        push(at.max(last_frame.unwrap_or_default() + interval), &s);
+        push(at, &s);
+        end = end.max(at);
     }
-    let end = end.max(last_frame.unwrap_or_default() + interval);
     let report = rec.finish_at(end).map_err(video_err)?;
     Ok((surface, stats, report))
 }

@@ -1,7 +1,8 @@
 //! Frames of the live renderer to H.264 MP4 files: one
 //! [`VideoRecorder`] per display channel, started at the channel's first
-//! complete frame, named `display-<channel id>.mp4` in the session folder
-//! (`display-0.1.mp4`, ... after a resolution change).
+//! complete frame, named `display-<channel id>.mp4` in the session folder,
+//! one file for the whole session of that display, resolution changes
+//! included.
 //!
 //! `offer` never waits: the recorder keeps the newest frame and drops what
 //! it cannot encode in time (counted), so video never slows the renderer.
@@ -73,26 +74,32 @@ impl FrameSink for VideoSink {
 /// A recorder's report as `session.json` holds it (times in seconds from
 /// the session's start).
 pub fn video_report_json(r: &VideoReport, dir: &std::path::Path) -> serde_json::Value {
-    let files: Vec<_> = r
-        .files
-        .iter()
-        .map(|f| {
-            json!({
-                "file": f.path.strip_prefix(dir).unwrap_or(&f.path).display().to_string(),
-                "width": f.width,
-                "height": f.height,
-                "coded_width": f.coded_width,
-                "coded_height": f.coded_height,
-                "start_s": f.start.as_secs_f64(),
-                "end_s": f.end.map(|e| e.as_secs_f64()),
-                "samples": f.samples,
-                "keyframes": f.keyframes,
-                "bytes": f.bytes,
+    let file = r.file.as_ref().map(|f| {
+        let sizes: Vec<_> = f
+            .sizes
+            .iter()
+            .map(|s| {
+                json!({
+                    "at_s": s.at.as_secs_f64(),
+                    "width": s.width,
+                    "height": s.height,
+                    "coded_width": s.coded_width,
+                    "coded_height": s.coded_height,
+                })
             })
+            .collect();
+        json!({
+            "file": f.path.strip_prefix(dir).unwrap_or(&f.path).display().to_string(),
+            "start_s": f.start.as_secs_f64(),
+            "end_s": f.end.map(|e| e.as_secs_f64()),
+            "resolutions": sizes,
+            "samples": f.samples,
+            "keyframes": f.keyframes,
+            "bytes": f.bytes,
         })
-        .collect();
+    });
     json!({
-        "files": files,
+        "file": file,
         "duration_s": r.duration.as_secs_f64(),
         "frames_offered": r.stats.frames_offered,
         "frames_encoded": r.stats.frames_encoded,

@@ -1,5 +1,6 @@
-//! A fragmented MP4 file with one H.264 track: `ftyp` and `moov` (with
-//! `mvex`) first, then `moof`+`mdat` fragments, each made visible only once
+//! A fragmented MP4 file with one H.264 track (an `avc3` sample entry:
+//! parameter sets also travel in the samples, so the picture size may change
+//! at any IDR picture): `ftyp` and `moov` (with `mvex`) first, then `moof`+`mdat` fragments, each made visible only once
 //! written whole; `mfra` and the real durations (patched into the `moov` in
 //! place) on finish.
 
@@ -8,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use mp4_atom::{
-    Avc1, Avcc, Codec, Colr, Dinf, Dref, Encode, FragmentInfo, Ftyp, Hdlr, Matrix, Mdhd, Mdia, Mfhd, Mfra, Mfro, Minf,
+    Avc3, Avcc, Codec, Colr, Dinf, Dref, Encode, FragmentInfo, Ftyp, Hdlr, Matrix, Mdhd, Mdia, Mfhd, Mfra, Mfro, Minf,
     Moof, Moov, Mvex, Mvhd, Pasp, Stbl, Stco, Stsd, Tfdt, Tfhd, Tfra, Tkhd, Traf, Trak, Trex, Trun, TrunEntry, Url,
     Visual, Vmhd,
 };
@@ -16,9 +17,6 @@ use mp4_atom::{
 use super::VideoError;
 use super::convert::Geometry;
 use super::h264::Sample;
-
-/// Media (and movie) time units per second.
-pub(super) const TIMESCALE: u32 = 90_000;
 
 const TRACK_ID: u32 = 1;
 
@@ -49,20 +47,23 @@ pub(super) struct Mp4Writer {
 }
 
 impl Mp4Writer {
-    /// Creates `path` (never overwriting) and writes its header.
+    /// Creates `path` (never overwriting) and writes its header: the first
+    /// picture's size and parameter sets in the sample entry, `timescale`
+    /// media units a second.
     pub(super) fn create(
         path: &Path,
         geometry: Geometry,
         sps: &[u8],
         pps: &[u8],
+        timescale: u32,
         sync: bool,
     ) -> Result<Mp4Writer, VideoError> {
         let io = |source| VideoError::Io { path: path.to_owned(), source };
-        let moov = movie(geometry, sps, pps)?;
+        let moov = movie(geometry, sps, pps, timescale)?;
         let ftyp = Ftyp {
             major_brand: b"isom".into(),
             minor_version: 0x200,
-            compatible_brands: vec![b"isom".into(), b"iso6".into(), b"avc1".into(), b"mp41".into()],
+            compatible_brands: vec![b"isom".into(), b"iso6".into(), b"mp41".into()],
         };
         let mut header = Vec::new();
         ftyp.encode(&mut header).map_err(mux)?;
@@ -92,10 +93,6 @@ impl Mp4Writer {
             samples: 0,
             keyframes: 0,
         })
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Bytes written so far.
@@ -262,14 +259,16 @@ pub(super) fn hide(bytes: &mut [u8]) -> Result<[u8; 8], VideoError> {
     Ok(header)
 }
 
-/// The `moov` of an empty fragmented movie with one H.264 track.
-fn movie(geometry: Geometry, sps: &[u8], pps: &[u8]) -> Result<Moov, VideoError> {
+/// The `moov` of an empty fragmented movie with one H.264 track of the
+/// first picture's size (the track's display size; later pictures of other
+/// sizes are shown at their own size, square pixels).
+fn movie(geometry: Geometry, sps: &[u8], pps: &[u8], timescale: u32) -> Result<Moov, VideoError> {
     let (width, height) = (geometry.coded_width, geometry.coded_height);
     let (w16, h16) = (
         u16::try_from(width).map_err(|_| VideoError::Mux("width over 65535".into()))?,
         u16::try_from(height).map_err(|_| VideoError::Mux("height over 65535".into()))?,
     );
-    let avc1 = Avc1 {
+    let avc3 = Avc3 {
         visual: Visual {
             data_reference_index: 1,
             width: w16,
@@ -295,7 +294,7 @@ fn movie(geometry: Geometry, sps: &[u8], pps: &[u8]) -> Result<Moov, VideoError>
         mvhd: Mvhd {
             creation_time: 0,
             modification_time: 0,
-            timescale: TIMESCALE,
+            timescale,
             duration: 0,
             rate: 1.into(),
             volume: 1.into(),
@@ -323,13 +322,13 @@ fn movie(geometry: Geometry, sps: &[u8], pps: &[u8]) -> Result<Moov, VideoError>
                 ..Default::default()
             },
             mdia: Mdia {
-                mdhd: Mdhd { timescale: TIMESCALE, language: "und".into(), ..Default::default() },
+                mdhd: Mdhd { timescale, language: "und".into(), ..Default::default() },
                 hdlr: Hdlr { handler: b"vide".into(), name: "spicetap video".into() },
                 minf: Minf {
                     vmhd: Some(Vmhd::default()),
                     dinf: Dinf { dref: Dref { entries: vec![Url::default().into()] } },
                     stbl: Stbl {
-                        stsd: Stsd { codecs: vec![Codec::Avc1(avc1)] },
+                        stsd: Stsd { codecs: vec![Codec::Avc3(avc3)] },
                         stco: Some(Stco::default()),
                         ..Default::default()
                     },

@@ -1,5 +1,5 @@
 //! The OpenH264 encoder, set up for desktop recording, and its output as MP4
-//! samples (length-prefixed NAL units, parameter sets taken out).
+//! samples (length-prefixed NAL units, parameter sets kept in band).
 
 use std::time::Duration;
 
@@ -25,13 +25,12 @@ pub(super) struct Sample {
     pub(super) keyframe: bool,
 }
 
-/// An encoder for one file (one picture size).
+/// An encoder for one picture size.
 pub(super) struct H264 {
     encoder: Encoder,
     sps: Option<Vec<u8>>,
     pps: Option<Vec<u8>>,
     started: bool,
-    warned_in_band: bool,
 }
 
 impl H264 {
@@ -61,7 +60,7 @@ impl H264 {
             .vui(VuiConfig::bt709());
         let encoder = Encoder::with_api_config(OpenH264API::from_source(), encoder_config)
             .map_err(|error| VideoError::Encoder(error.to_string()))?;
-        Ok(H264 { encoder, sps: None, pps: None, started: false, warned_in_band: false })
+        Ok(H264 { encoder, sps: None, pps: None, started: false })
     }
 
     /// The sequence and picture parameter sets (known after the first picture).
@@ -90,17 +89,12 @@ impl H264 {
                 let nal = strip_start_code(nal);
                 let Some(&header) = nal.first() else { continue };
                 let kind = header & 0x1f;
-                let in_band = match kind {
-                    NAL_SPS => keep_in_band(&mut self.sps, nal),
-                    NAL_PPS => keep_in_band(&mut self.pps, nal),
-                    _ => true,
-                };
-                if !in_band {
-                    continue;
-                }
-                if matches!(kind, NAL_SPS | NAL_PPS) && !self.warned_in_band {
-                    self.warned_in_band = true;
-                    tracing::warn!("the H.264 parameter sets changed; keeping the new ones in the stream");
+                // Parameter sets stay in the stream (`avc3`); the first ones
+                // also go into the sample entry.
+                match kind {
+                    NAL_SPS if self.sps.is_none() => self.sps = Some(nal.to_vec()),
+                    NAL_PPS if self.pps.is_none() => self.pps = Some(nal.to_vec()),
+                    _ => {}
                 }
                 keyframe |= kind == NAL_IDR;
                 let len = u32::try_from(nal.len()).map_err(|_| VideoError::Encoder("NAL unit over 4 GiB".into()))?;
@@ -112,18 +106,6 @@ impl H264 {
             return Ok(None);
         }
         Ok(Some(Sample { data, keyframe }))
-    }
-}
-
-/// Records the first parameter set of its kind; `true` if `nal` differs from
-/// the recorded one (it must then stay in the stream).
-fn keep_in_band(slot: &mut Option<Vec<u8>>, nal: &[u8]) -> bool {
-    match slot {
-        None => {
-            *slot = Some(nal.to_vec());
-            false
-        }
-        Some(known) => known.as_slice() != nal,
     }
 }
 
@@ -166,7 +148,8 @@ mod tests {
                 rest = &rest[4 + len..];
             }
         }
-        assert!(!kinds.contains(&NAL_SPS) && !kinds.contains(&NAL_PPS), "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|&&k| k == NAL_SPS).count(), 2, "in band with each IDR: {kinds:?}");
+        assert_eq!(kinds.iter().filter(|&&k| k == NAL_PPS).count(), 2, "{kinds:?}");
         assert!(kinds.contains(&NAL_IDR) && kinds.contains(&1), "{kinds:?}");
         let (sps, pps) = h264.parameter_sets().unwrap();
         assert_eq!(sps[0] & 0x1f, NAL_SPS);

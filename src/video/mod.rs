@@ -10,15 +10,24 @@
 //!
 //! # Output
 //!
-//! `start(dir, "display-0", ..)` writes `dir/display-0.mp4`. A change of the
-//! surface size starts a new file: `display-0.1.mp4`, `display-0.2.mp4`, …
-//! [`VideoRecorder::files`] and [`VideoReport::files`] list what was written,
-//! each with the span of the recording it covers ([`VideoFile::start`] is the
-//! time of its first frame on the recorder's clock; every file's own timeline
-//! starts at 0). Files are created when their first frame is encoded: a
+//! `start(dir, "display-0", ..)` writes `dir/display-0.mp4`: one file for the
+//! whole recording, whatever the surface sizes. Each size has its own
+//! encoder; a size change starts with an IDR picture that carries its own
+//! parameter sets (an `avc3` sample entry: parameter sets travel in the
+//! samples), and every picture is encoded at its own size, never scaled to
+//! another's (square pixels). The track's display size in the header is the
+//! first picture's; players show each picture at its own size (FFmpeg's
+//! decoder re-initialises on the new sequence parameter set, Chromium
+//! announces a `resize`). [`VideoFile::sizes`] lists the sizes with the time
+//! each started. The file is created when its first frame is encoded: a
 //! recorder that never gets a frame writes nothing.
 //!
-//! The files are *fragmented* MP4 (ISO BMFF): `ftyp`, a `moov` with `mvex`,
+//! Why not one file per size, or one frame size for all: a user gets one
+//! file to play from start to end; a fixed frame size would have to be
+//! known before the first frame (a live recording does not know what comes)
+//! and would letterbox or scale every other size.
+//!
+//! The file is *fragmented* MP4 (ISO BMFF): `ftyp`, a `moov` with `mvex`,
 //! then one `moof`+`mdat` fragment per group of pictures, each starting with
 //! an IDR picture. A fragment is written as soon as the next keyframe is
 //! encoded, so after a crash (even `SIGKILL`) the file plays up to the start
@@ -35,33 +44,39 @@
 //!
 //! # Timing
 //!
-//! Frames carry their presentation time ([`Frame::at`]) on the recorder's
-//! clock ([`VideoRecorder::elapsed`]). The video has a variable frame rate
-//! with true timestamps: each frame is shown until the next one, and the last
-//! one until [`VideoRecorder::finish`] (one sample is always held back until
-//! its duration is known). The media timescale is 90 kHz.
+//! Frames carry the time they were taken ([`Frame::at`]) on the recorder's
+//! clock ([`VideoRecorder::elapsed`]). Samples sit on a grid of ticks of
+//! `1 / max_fps` s: a frame taken at `t` is shown from the first tick at or
+//! after `t` (the surface as it was at that tick) until the next sample; a
+//! newer frame for the same tick replaces it (counted as dropped). So every
+//! sample starts on a tick and lasts whole ticks: the frame rate is variable
+//! (a static screen costs nothing) but common tools see the real rate
+//! (`ffprobe` reports `r_frame_rate` = `max_fps`, and `ffmpeg`'s default
+//! constant-rate conversion only repeats frames). The last sample lasts
+//! until [`VideoRecorder::finish`] (one sample is always held back until
+//! its duration is known). The media timescale is 90 kHz when a tick is a
+//! whole number of its units (`max_fps` divides 90 000), else
+//! `max_fps * 1000` Hz.
 //!
-//! - **Rate limit.** A frame less than `1 / max_fps` after the previous one
-//!   waits as a candidate, which any newer frame replaces (each replaced
-//!   frame counts as dropped); it is shown `1 / max_fps` after the previous
-//!   one (unless a newer frame comes before it would end).
-//! - **Keyframes.** A frame is encoded as an IDR picture when the next frame
-//!   could otherwise come later than `keyframe_interval` after the last IDR
-//!   (that is, when `t + 1 / max_fps > last IDR + keyframe_interval`). When
-//!   no frame comes (static screen), the last picture is encoded again as an
-//!   IDR ("repeat") exactly `keyframe_interval` after the last one. So
-//!   keyframes are never more than `keyframe_interval` apart (players can
-//!   seek), each completed fragment is written (crash safety) and the file's
-//!   duration follows the wall clock. The cost is one IDR picture per
-//!   interval while nothing changes (about 100 to 200 KB for a busy 1080p
-//!   desktop at the default quality, much less for plain ones); raise the
-//!   interval to trade seek granularity and crash loss for size. A recorder
-//!   whose display is gone should be finished.
+//! - **Keyframes.** A frame is encoded as an IDR picture when the next tick
+//!   would be later than `keyframe_interval` (rounded down to whole ticks)
+//!   after the last IDR. When no frame comes (static screen), the last
+//!   picture is encoded again as an IDR ("repeat") exactly
+//!   `keyframe_interval` after the last one. So keyframes are never more
+//!   than `keyframe_interval` apart (players can seek), each completed
+//!   fragment is written (crash safety) and the file's duration follows the
+//!   wall clock. The cost is one IDR picture per interval while nothing
+//!   changes (about 100 to 200 KB for a busy 1080p desktop at the default
+//!   quality, much less for plain ones); raise the interval to trade seek
+//!   granularity and crash loss for size. A recorder whose display is gone
+//!   should be finished.
 //! - **Refinement.** When no new frame follows within
-//!   `max(1 / max_fps, 250 ms)`, the same picture is encoded once more as a P
-//!   picture, which sharpens it by 2–3 dB PSNR for a few kilobytes. So the
-//!   picture a static screen (and the end of the video) settles on is a
-//!   refined one; [`VideoRecorder::finish`] adds that pass if it is still due.
+//!   `max(1 / max_fps, 250 ms)` (rounded up to ticks), the same picture is
+//!   encoded once more as a P picture, which sharpens it by 2–3 dB PSNR for
+//!   a few kilobytes. So the picture a static screen (and the end of the
+//!   video) settles on is a refined one; [`VideoRecorder::finish`] adds that
+//!   pass if it is still due, moving the end one tick later if the last
+//!   picture has no tick of its own left for it.
 //!
 //! # Pictures
 //!
@@ -69,7 +84,7 @@
 //! H.264 VUI and in a `colr` box). H.264 4:2:0 needs even sizes: an odd width
 //! or height is **padded** by one column on the right or one row at the
 //! bottom that repeats the last one (never cropped, never sheared); sizes
-//! under 16 are padded the same way up to 16. The MP4's display size is the
+//! under 16 are padded the same way up to 16. Each picture's displayed size is its
 //! padded size. Frames larger than the encoder's limit (3840x2160, or
 //! 2160x3840 portrait) are scaled down (bilinear) to fit, keeping the aspect
 //! ratio.
@@ -80,9 +95,9 @@
 //! cannot survive 4:2:0 chroma subsampling (any H.264 encoder here): the
 //! random-colour block of the test guest's screen comes out at about 13 dB.
 //!
-//! Players and `ffprobe` handle the variable frame rate; the `ffmpeg` command
-//! line, by default, converts it to a constant rate it guesses (duplicating
-//! or dropping frames): transcode with `-fps_mode passthrough` (or `vfr`).
+//! Note that the `ffmpeg` command line scales every output picture to the
+//! size of its first one when it transcodes a file whose size changes; pass
+//! a seek (`-ss`) to start where the size of interest begins.
 //!
 //! # Threads and memory
 //!
@@ -116,8 +131,8 @@ pub const MAX_FPS: u32 = 240;
 /// Settings of a [`VideoRecorder`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VideoConfig {
-    /// At most this many frames per second are encoded (default 30, at most
-    /// [`MAX_FPS`]).
+    /// The frame grid: ticks per second, so at most this many frames a
+    /// second are encoded (default 30, at most [`MAX_FPS`]).
     pub max_fps: u32,
     /// The longest time between two IDR pictures (default 2 s, at least
     /// `1 / max_fps`, at most [`MAX_KEYFRAME_INTERVAL`]). It bounds seeking
@@ -159,7 +174,7 @@ impl Default for VideoConfig {
 }
 
 impl VideoConfig {
-    /// The shortest time between two frames, `1 / max_fps`.
+    /// The grid's tick, the shortest time between two frames: `1 / max_fps`.
     pub fn min_interval(&self) -> Duration {
         Duration::from_secs(1) / self.max_fps.max(1)
     }
@@ -278,29 +293,37 @@ pub struct VideoStats {
     /// Extra samples that re-encode the current picture: keyframe repeats on
     /// a static screen and refinement passes.
     pub extra_samples: u64,
-    /// Bytes written to all files.
+    /// Bytes written to the file.
     pub bytes_written: u64,
-    /// Files created.
-    pub files: usize,
     /// The encoder thread stopped on an error ([`VideoRecorder::finish`]
     /// returns it); later frames are dropped.
     pub failed: bool,
 }
 
-/// One MP4 file written by a recorder.
+/// The surface size from one moment of the recording on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct VideoFile {
-    /// Where it is.
-    pub path: PathBuf,
-    /// The surface size of its frames.
+pub struct VideoSize {
+    /// Recorder time of the first frame of this size (on the `1 / fps` grid).
+    pub at: Duration,
+    /// The surface size.
     pub width: u32,
-    /// The surface size of its frames.
+    /// The surface size.
     pub height: u32,
     /// The encoded (and displayed) size: even, at least 16, at most the
     /// encoder's limit.
     pub coded_width: u32,
     /// The encoded (and displayed) size.
     pub coded_height: u32,
+}
+
+/// The MP4 file written by a recorder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VideoFile {
+    /// Where it is.
+    pub path: PathBuf,
+    /// The surface sizes, in order: one entry per resolution change (the
+    /// first one at [`start`](Self::start)).
+    pub sizes: Vec<VideoSize>,
     /// Recorder time of its first frame (its time 0).
     pub start: Duration,
     /// Recorder time its last frame ends; `None` while it is being written
@@ -317,8 +340,8 @@ pub struct VideoFile {
 /// What a finished recorder did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VideoReport {
-    /// The files, in order.
-    pub files: Vec<VideoFile>,
+    /// The file, if any frame was encoded.
+    pub file: Option<VideoFile>,
     /// The final counters.
     pub stats: VideoStats,
     /// From the first frame to the end of the last one (zero without frames).
@@ -394,7 +417,7 @@ impl VideoRecorder {
         config.validate()
     }
 
-    /// Starts a recorder writing `dir/{stem}.mp4` (then `{stem}.1.mp4`, …).
+    /// Starts a recorder writing `dir/{stem}.mp4`.
     ///
     /// Its clock starts now. Fails if the configuration is invalid, `stem`
     /// is not a plain file name, `dir` is not a directory or
@@ -417,15 +440,15 @@ impl VideoRecorder {
             let source = std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory");
             return Err(VideoError::Io { path: dir.to_owned(), source });
         }
-        let first = worker::file_path(dir, stem, 0);
-        if first.symlink_metadata().is_ok() {
+        let path = dir.join(format!("{stem}.mp4"));
+        if path.symlink_metadata().is_ok() {
             let source = std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists");
-            return Err(VideoError::Io { path: first, source });
+            return Err(VideoError::Io { path, source });
         }
 
         let shared = Arc::new(Shared::default());
         let realtime = config.realtime;
-        let job = worker::Worker::new(dir.to_owned(), stem.to_owned(), config, origin, Arc::clone(&shared));
+        let job = worker::Worker::new(path, config, origin, Arc::clone(&shared));
         let worker = std::thread::Builder::new()
             .name(format!("video-{stem}"))
             .spawn(move || job.run())
@@ -460,9 +483,9 @@ impl VideoRecorder {
         self.shared.stats()
     }
 
-    /// The files created so far (the last one may still be growing).
-    pub fn files(&self) -> Vec<VideoFile> {
-        self.shared.files()
+    /// The file as written so far (`None` before the first picture).
+    pub fn file(&self) -> Option<VideoFile> {
+        self.shared.file()
     }
 
     /// Stops recording: encodes what is pending, ends the last frame now

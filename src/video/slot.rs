@@ -38,7 +38,7 @@ pub(super) struct Shared {
     extra: AtomicU64,
     bytes: AtomicU64,
     failed: AtomicBool,
-    files: Mutex<Vec<VideoFile>>,
+    file: Mutex<Option<VideoFile>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -153,17 +153,13 @@ impl Shared {
         self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Adds a file (`index == len`) or replaces the entry of file `index`.
-    pub(super) fn set_file(&self, index: usize, file: VideoFile) {
-        let mut files = self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match files.get_mut(index) {
-            Some(entry) => *entry = file,
-            None => files.push(file),
-        }
+    /// Describes the file as it now is.
+    pub(super) fn set_file(&self, file: VideoFile) {
+        *self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(file);
     }
 
-    pub(super) fn files(&self) -> Vec<VideoFile> {
-        self.files.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    pub(super) fn file(&self) -> Option<VideoFile> {
+        self.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     pub(super) fn stats(&self) -> VideoStats {
@@ -173,7 +169,6 @@ impl Shared {
             frames_dropped: self.dropped.load(Ordering::Relaxed),
             extra_samples: self.extra.load(Ordering::Relaxed),
             bytes_written: self.bytes.load(Ordering::Relaxed),
-            files: self.files.lock().map(|files| files.len()).unwrap_or_default(),
             failed: self.failed.load(Ordering::Relaxed),
         }
     }

@@ -254,35 +254,47 @@ fn synthetic_sequence_plays_with_true_timing() {
         let report = recorder.finish_at(end).unwrap();
         let last = last.unwrap();
 
-        assert_eq!(report.files.len(), 1);
-        let file = &report.files[0];
+        let file = report.file.as_ref().unwrap();
         assert_eq!(file.path, dir.path().join("display-0.mp4"));
-        assert_eq!((file.width, file.height), (width, height));
-        assert_eq!((file.coded_width, file.coded_height), (width + width % 2, height + height % 2));
-        assert_eq!((file.start, file.end), (ms(300), Some(end)));
+        assert_eq!(file.sizes.len(), 1);
+        let size = &file.sizes[0];
+        assert_eq!((size.width, size.height, size.at), (width, height, ms(300)));
+        assert_eq!((size.coded_width, size.coded_height), (width + width % 2, height + height % 2));
+        assert_eq!(file.start, ms(300));
+        // The end is on the grid: the first tick at or after the requested end.
+        let file_end = file.end.unwrap();
+        assert!(file_end >= end && file_end < end + ms(34), "{file_end:?} for {end:?}");
         let stats = &report.stats;
         assert_eq!(stats.frames_offered, times.len() as u64);
         assert_eq!(stats.frames_encoded, times.len() as u64, "no frame closer than 1/30 s");
         assert_eq!(stats.frames_dropped, 0);
         assert!(!stats.failed);
-        let size = std::fs::metadata(&file.path).unwrap().len();
-        assert_eq!((file.bytes, stats.bytes_written), (size, size));
+        let bytes = std::fs::metadata(&file.path).unwrap().len();
+        assert_eq!((file.bytes, stats.bytes_written), (bytes, bytes));
 
         let path = &file.path;
         assert_eq!(probe_value(path, "stream=codec_name", "codec_name"), "h264");
         assert_eq!(probe_value(path, "stream=width", "width"), (width + width % 2).to_string());
         assert_eq!(probe_value(path, "stream=height", "height"), (height + height % 2).to_string());
-        let span = (end - ms(300)).as_secs_f64();
+        let span = (file_end - ms(300)).as_secs_f64();
         let duration = duration_of(path);
         assert!((duration - span).abs() < 0.2, "duration {duration} for a span of {span}");
 
-        // Every frame is shown at its own time (to the millisecond).
+        // Every frame is shown from the first tick of 1/30 s at or after
+        // its time, and every sample starts on the grid.
         let packets = packets(path);
         assert_eq!(packets.len() as u64, file.samples);
         for &at in &times {
-            let want = (at - 300) as f64 / 1000.0;
-            assert!(packets.iter().any(|(pts, _)| (pts - want).abs() < 0.001), "no picture at {want}");
+            let want = ((at * 30).div_ceil(1000) - 9) as f64 / 30.0;
+            assert!(packets.iter().any(|(pts, _)| (pts - want).abs() < 0.0001), "no picture at {want}");
         }
+        for (pts, _) in &packets {
+            assert!((pts * 30.0 - (pts * 30.0).round()).abs() < 0.001, "{pts} is off the grid");
+        }
+        // So common tools see the real rate, and decode at their default
+        // (constant) frame rate without complaint.
+        assert_eq!(probe_value(path, "stream=r_frame_rate", "r_frame_rate"), "30/1");
+        run("ffmpeg", &["-v", "error", "-i", path.to_str().unwrap(), "-f", "null", "-"]);
         let keyframes: Vec<f64> = packets.iter().filter(|(_, key)| *key).map(|(pts, _)| *pts).collect();
         let decoded = decoded_keyframes(path);
         assert_eq!(decoded, keyframes, "every keyframe decodes on its own");
@@ -302,40 +314,64 @@ fn synthetic_sequence_plays_with_true_timing() {
             "{width}x{height}: {} frames, {} samples, {} bytes, duration {duration:.3} s (span {span:.3} s), keyframes {keyframes:?}, last-frame PSNR {quality:.1} dB",
             times.len(),
             file.samples,
-            size
+            file.bytes
         );
         assert!(quality >= 35.0, "last-frame PSNR {quality:.1} dB");
     }
 }
 
-/// (2) A size change starts a new file; going back starts a third.
+/// (2) Size changes stay in the one file: each starts with an IDR picture
+/// carrying its own parameter sets, shown at its own size.
 #[test]
-fn resolution_change_starts_new_files() {
+fn resolution_changes_stay_in_one_file() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = VideoRecorder::start(dir.path(), "display-0", manual()).unwrap();
-    let sizes = [(640, 480, 0..1000), (800, 600, 1000..2000), (640, 480, 2000..2500)];
+    let sizes = [(640, 480, 0..1000), (64, 64, 1000..1100), (800, 600, 1100..2000), (640, 480, 2000..2400)];
     for (width, height, span) in sizes.clone() {
         for at in span.step_by(50) {
             recorder.push(frame(ms(at), width, height, at as usize / 50));
         }
     }
     let report = recorder.finish_at(ms(2500)).unwrap();
-    let names: Vec<_> = report.files.iter().map(|f| f.path.file_name().unwrap().to_str().unwrap()).collect();
-    assert_eq!(names, ["display-0.mp4", "display-0.1.mp4", "display-0.2.mp4"]);
+    let file = report.file.as_ref().unwrap();
+    assert_eq!(file.path, dir.path().join("display-0.mp4"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "one file");
+    let got: Vec<_> = file.sizes.iter().map(|s| (s.width, s.height, s.at)).collect();
+    let want: Vec<_> = sizes.iter().map(|(w, h, span)| (*w, *h, ms(span.start))).collect();
+    assert_eq!(got, want);
     assert_eq!(report.duration, ms(2500));
-    for (file, (width, height, span)) in report.files.iter().zip(sizes) {
-        assert_eq!((file.width, file.height), (width, height));
-        assert_eq!((file.start, file.end), (ms(span.start), Some(ms(span.end))));
-        assert_eq!(probe_value(&file.path, "stream=width", "width"), width.to_string());
-        let duration = duration_of(&file.path);
-        let want = (span.end - span.start) as f64 / 1000.0;
-        assert!((duration - want).abs() < 0.05, "{}: {duration} s, want {want}", file.path.display());
-        assert_eq!(decode_all(&file.path).0 as u64, file.samples);
+    assert_eq!((file.start, file.end), (ms(0), Some(ms(2500))));
+    let path = &file.path;
+    let duration = duration_of(path);
+    assert!((duration - 2.5).abs() < 0.001, "{duration} s");
+    let (frames, _) = decode_all(path);
+    assert_eq!(frames as u64, file.samples);
+    run("ffmpeg", &["-v", "error", "-i", path.to_str().unwrap(), "-f", "null", "-"]);
+    // Each decoded picture has its own size: nothing scaled or stretched.
+    let out =
+        ffprobe(path, &["-select_streams", "v:0", "-show_entries", "frame=pts_time,width,height", "-of", "csv=p=0"]);
+    let mut seen: Vec<(u32, u32, f64)> = Vec::new();
+    for line in out.lines() {
+        let mut it = line.trim_end_matches(',').split(',');
+        let (pts, w, h) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let (w, h, pts): (u32, u32, f64) = (w.parse().unwrap(), h.parse().unwrap(), pts.parse().unwrap());
+        if seen.last().is_none_or(|&(lw, lh, _)| (lw, lh) != (w, h)) {
+            seen.push((w, h, pts));
+        }
     }
-    assert_eq!(report.stats.files, 3);
-    assert_eq!(report.stats.frames_encoded, 50);
-    let total: u64 = report.files.iter().map(|f| f.bytes).sum();
-    assert_eq!(total, report.stats.bytes_written);
+    let want: Vec<_> = sizes.iter().map(|(w, h, span)| (*w, *h, span.start as f64 / 1000.0)).collect();
+    assert_eq!(seen.len(), want.len(), "{seen:?}");
+    for (s, w) in seen.iter().zip(&want) {
+        assert_eq!((s.0, s.1), (w.0, w.1));
+        assert!((s.2 - w.2).abs() < 0.001, "{seen:?}");
+    }
+    let keyframes = decoded_keyframes(path);
+    for (_, _, at) in &want {
+        assert!(keyframes.iter().any(|k| (k - at).abs() < 0.001), "an IDR at {at}: {keyframes:?}");
+    }
+    assert_eq!(report.stats.frames_encoded, 48, "every frame pushed (20 + 2 + 18 + 8)");
+    assert_eq!(file.bytes, report.stats.bytes_written);
+    assert_eq!(file.bytes, std::fs::metadata(path).unwrap().len());
 }
 
 /// The example binary, (re)built now with cargo if needed (a plain
@@ -417,7 +453,7 @@ fn torn_fragment_is_skipped() {
         let sample = h264.encode(&picture, i % 15 == 0, ms(i * 40)).unwrap().unwrap();
         let writer = writer.get_or_insert_with(|| {
             let (sps, pps) = h264.parameter_sets().unwrap();
-            Mp4Writer::create(&path, geometry, sps, pps, false).unwrap()
+            Mp4Writer::create(&path, geometry, sps, pps, 90_000, false).unwrap()
         });
         if i == 15 {
             writer.flush().unwrap();
@@ -470,10 +506,10 @@ fn flood_is_bounded_and_counted() {
     assert!(slow * 100 < offered, "{slow} of {offered} offers took over 1 ms");
     assert!(report.stats.frames_encoded as f64 <= seconds * 30.0 + 2.0, "{:?} in {seconds} s", report.stats);
     assert!(report.stats.frames_encoded >= 2, "{:?}", report.stats);
-    let path = &report.files[0].path;
-    let duration = duration_of(path);
+    let file = report.file.as_ref().unwrap();
+    let duration = duration_of(&file.path);
     assert!((duration - seconds).abs() < 0.2, "{duration} vs {seconds}");
-    assert_eq!(decode_all(path).0 as u64, report.files[0].samples);
+    assert_eq!(decode_all(&file.path).0 as u64, file.samples);
 }
 
 /// A static screen on the wall clock: keyframes repeat on their own and the
@@ -486,20 +522,18 @@ fn static_screen_repeats_keyframes_in_real_time() {
     recorder.offer(frame(recorder.elapsed(), 320, 240, 0));
     // The repeat at 1 s writes the first fragment (the frame and its
     // refinement), long before anything is finished.
-    let files = loop {
-        let files = recorder.files();
-        if files.first().is_some_and(|file| file.samples >= 2) {
-            break files;
+    let file = loop {
+        if let Some(file) = recorder.file().filter(|file| file.samples >= 2) {
+            break file;
         }
         assert!(recorder.elapsed() < Duration::from_secs(2), "nothing written after {:?}", recorder.elapsed());
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert_eq!(files.len(), 1);
-    assert!(files[0].end.is_none(), "{files:?}");
-    assert!((duration_of(&files[0].path) - 1.0).abs() < 0.001);
+    assert!(file.end.is_none(), "{file:?}");
+    assert!((duration_of(&file.path) - 1.0).abs() < 0.001);
     std::thread::sleep(Duration::from_millis(2600).saturating_sub(recorder.elapsed()));
     let report = recorder.finish().unwrap();
-    let path = &report.files[0].path;
+    let path = &report.file.as_ref().unwrap().path;
     let keyframes = decoded_keyframes(path);
     assert_eq!(keyframes, [0.0, 1.0, 2.0]);
     let duration = duration_of(path);
@@ -525,12 +559,18 @@ fn tiny_and_huge_frames_are_padded_or_scaled() {
     recorder.push(frame(ms(200), 4096, 2160, 0));
     recorder.push(frame(ms(300), 4096, 2160, 1));
     let report = recorder.finish_at(ms(400)).unwrap();
-    let sizes: Vec<_> = report.files.iter().map(|f| (f.width, f.height, f.coded_width, f.coded_height)).collect();
+    let file = report.file.as_ref().unwrap();
+    let sizes: Vec<_> = file.sizes.iter().map(|s| (s.width, s.height, s.coded_width, s.coded_height)).collect();
     assert_eq!(sizes, [(1, 1, 16, 16), (15, 7, 16, 16), (4096, 2160, 3840, 2024)]);
-    for file in &report.files {
-        assert_eq!(decode_all(&file.path).0 as u64, file.samples);
-    }
-    let picture = last_picture(&report.files[0].path, dir.path());
+    assert_eq!(decode_all(&file.path).0 as u64, file.samples);
+    // The first picture (red, padded to 16x16) is the first frame decoded.
+    let first = dir.path().join("first.rgb");
+    let path = file.path.to_str().unwrap();
+    let args =
+        ["-v", "error", "-i", path, "-frames:v", "1", "-pix_fmt", "rgb24", "-f", "rawvideo", first.to_str().unwrap()];
+    run("ffmpeg", &args);
+    let picture = std::fs::read(&first).unwrap();
+    assert_eq!(picture.len(), 16 * 16 * 3);
     assert!(picture.chunks(3).all(|p| p[0] > 200 && p[1] < 60 && p[2] < 60), "red everywhere, padding included");
 }
 
@@ -555,21 +595,13 @@ fn invalid_input_is_refused() {
     assert!(matches!(VideoRecorder::start(&dir.path().join("missing"), "x", manual()), Err(VideoError::Io { .. })));
     std::fs::write(dir.path().join("taken.mp4"), b"").unwrap();
     assert!(matches!(VideoRecorder::start(dir.path(), "taken", manual()), Err(VideoError::Io { .. })));
-    // A later name already taken is skipped.
-    std::fs::write(dir.path().join("busy.1.mp4"), b"").unwrap();
-    let recorder = VideoRecorder::start(dir.path(), "busy", manual()).unwrap();
-    recorder.push(frame(ms(0), 64, 64, 0));
-    recorder.push(frame(ms(100), 96, 64, 0));
-    let report = recorder.finish_at(ms(200)).unwrap();
-    let names: Vec<_> = report.files.iter().map(|f| f.path.file_name().unwrap().to_owned()).collect();
-    assert_eq!(names, ["busy.mp4", "busy.2.mp4"]);
 }
 
 #[test]
 fn nothing_recorded_writes_nothing_and_drop_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let report = VideoRecorder::start(dir.path(), "empty", manual()).unwrap().finish().unwrap();
-    assert!(report.files.is_empty());
+    assert!(report.file.is_none());
     assert_eq!(report.duration, Duration::ZERO);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
@@ -579,6 +611,7 @@ fn nothing_recorded_writes_nothing_and_drop_finishes() {
     drop(recorder);
     let path = dir.path().join("dropped.mp4");
     let duration = duration_of(&path);
-    assert!((duration - 0.533).abs() < 0.01, "{duration}");
+    // Frames at ticks 0 and 15, the last refined at tick 16, ending at 17.
+    assert!((duration - 17.0 / 30.0).abs() < 0.001, "{duration}");
     assert_eq!(decode_all(&path).0, 4, "two frames, two refinements");
 }

@@ -1,70 +1,72 @@
 //! The encoder thread: takes frames from the slot, asks the [`Timeline`] what
-//! to encode, encodes, and writes one file per picture size.
+//! to encode, encodes, and writes the one file of the recorder.
+//!
+//! Each surface size has its own encoder ([`Encoding`]); a size change
+//! starts a new one with an IDR picture whose parameter sets travel in the
+//! sample (`avc3`), in the same file.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::convert::{Geometry, Picture};
-use super::fmp4::{Mp4Writer, TIMESCALE};
+use super::fmp4::Mp4Writer;
 use super::h264::{H264, Sample};
 use super::slot::{Request, Shared};
-use super::timeline::{Action, MIN_STEP, Timeline};
-use super::{Frame, VideoConfig, VideoError, VideoFile, VideoReport};
+use super::timeline::{Action, Grid, Timeline};
+use super::{Frame, VideoConfig, VideoError, VideoFile, VideoReport, VideoSize};
 
-/// Gives up looking for a free file name after this many taken ones.
-const MAX_FILE_INDEX: usize = 100_000;
-
-/// `dir/{stem}.mp4` for index 0, else `dir/{stem}.{index}.mp4`.
-pub(super) fn file_path(dir: &Path, stem: &str, index: usize) -> PathBuf {
-    if index == 0 { dir.join(format!("{stem}.mp4")) } else { dir.join(format!("{stem}.{index}.mp4")) }
-}
-
-/// A duration in media ticks.
-fn ticks(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos() * u128::from(TIMESCALE) / 1_000_000_000).unwrap_or(u64::MAX)
+/// The media timescale for a grid of `fps`, and the media units per tick:
+/// 90 kHz when a tick is a whole number of its units, else `fps * 1000`.
+pub(super) fn timescale(fps: u32) -> (u32, u64) {
+    let fps = fps.max(1);
+    if 90_000 % fps == 0 { (90_000, u64::from(90_000 / fps)) } else { (fps.saturating_mul(1000), 1000) }
 }
 
 pub(super) struct Worker {
     config: VideoConfig,
     origin: Instant,
     shared: Arc<Shared>,
+    grid: Grid,
+    units_per_tick: u64,
     timeline: Timeline,
-    files: Files,
-    segment: Option<Segment>,
-    first: Option<Duration>,
-}
-
-/// Names, creates and registers the files.
-struct Files {
-    dir: PathBuf,
-    stem: String,
-    sync: bool,
-    shared: Arc<Shared>,
-    /// The next file name index to try.
-    next_index: usize,
-    /// Files created so far.
-    created: usize,
-}
-
-/// The file of one picture size, with its encoder.
-struct Segment {
-    /// Position of its file in the shared list.
-    slot: usize,
-    start: Duration,
-    picture: Picture,
-    h264: H264,
+    path: PathBuf,
+    /// The encoder of the current surface size.
+    encoding: Option<Encoding>,
     /// Created with the first sample (it needs the parameter sets).
     writer: Option<Mp4Writer>,
     /// The last sample, waiting for the next one to know its duration.
-    pending: Option<(Sample, Duration)>,
+    held: Option<(Sample, u64)>,
+    /// Tick of the first sample.
+    first: Option<u64>,
+    sizes: Vec<VideoSize>,
+}
+
+/// The picture and encoder of one surface size.
+struct Encoding {
+    picture: Picture,
+    h264: H264,
 }
 
 impl Worker {
-    pub(super) fn new(dir: PathBuf, stem: String, config: VideoConfig, origin: Instant, shared: Arc<Shared>) -> Worker {
-        let timeline = Timeline::new(config.min_interval(), config.keyframe_interval);
-        let files = Files { dir, stem, sync: config.sync, shared: Arc::clone(&shared), next_index: 0, created: 0 };
-        Worker { config, origin, shared, timeline, files, segment: None, first: None }
+    pub(super) fn new(path: PathBuf, config: VideoConfig, origin: Instant, shared: Arc<Shared>) -> Worker {
+        let grid = Grid::new(config.max_fps);
+        let timeline = Timeline::new(grid, config.keyframe_interval);
+        let (_, units_per_tick) = timescale(config.max_fps);
+        Worker {
+            config,
+            origin,
+            shared,
+            grid,
+            units_per_tick,
+            timeline,
+            path,
+            encoding: None,
+            writer: None,
+            held: None,
+            first: None,
+            sizes: Vec::new(),
+        }
     }
 
     pub(super) fn run(mut self) -> Result<VideoReport, VideoError> {
@@ -79,27 +81,27 @@ impl Worker {
         let guard = CloseOnExit(Arc::clone(&self.shared));
         let result = self.main_loop();
         if let Err(error) = &result {
-            tracing::error!(%error, stem = %self.files.stem, "video recording failed");
+            tracing::error!(%error, path = %self.path.display(), "video recording failed");
             self.shared.close(true);
             // Finish the file if it still can be.
-            if let Some(segment) = self.segment.take() {
-                let end = segment.pending.as_ref().map_or(segment.start, |(_, at)| *at + MIN_STEP);
-                if let Err(error) = segment.close(end, &self.shared) {
-                    tracing::warn!(%error, "cannot finish the video file after the failure");
-                }
+            let end = self.held.as_ref().map(|(_, tick)| tick + 1);
+            if let Some(end) = end
+                && let Err(error) = self.close(end)
+            {
+                tracing::warn!(%error, "cannot finish the video file after the failure");
             }
         }
         drop(guard);
         let end = result?;
         let duration = match (self.first, end) {
-            (Some(first), Some(end)) => end.saturating_sub(first),
+            (Some(first), Some(end)) => self.grid.time(end).saturating_sub(self.grid.time(first)),
             _ => Duration::ZERO,
         };
-        Ok(VideoReport { files: self.shared.files(), stats: self.shared.stats(), duration })
+        Ok(VideoReport { file: self.shared.file(), stats: self.shared.stats(), duration })
     }
 
-    /// Returns the end of the recording (`None` without frames).
-    fn main_loop(&mut self) -> Result<Option<Duration>, VideoError> {
+    /// Returns the end tick of the recording (`None` without frames).
+    fn main_loop(&mut self) -> Result<Option<u64>, VideoError> {
         let mut actions = Vec::new();
         loop {
             let timeout = match self.config.realtime {
@@ -112,8 +114,8 @@ impl Worker {
                     let end = self.timeline.finish(end, &mut actions);
                     self.shared.count_dropped(self.timeline.take_dropped());
                     self.perform(&mut actions)?;
-                    if let (Some(segment), Some(end)) = (self.segment.take(), end) {
-                        segment.close(end, &self.shared)?;
+                    if let Some(end) = end {
+                        self.close(end)?;
                     }
                     return Ok(end);
                 }
@@ -126,78 +128,35 @@ impl Worker {
 
     fn perform(&mut self, actions: &mut Vec<Action>) -> Result<(), VideoError> {
         for action in actions.drain(..) {
-            let (t, idr) = match action {
-                Action::Content { frame, t, idr, new_file } => {
-                    let segment = match self.segment.take() {
-                        Some(segment) if !new_file => segment,
-                        previous => {
-                            if let Some(previous) = previous {
-                                previous.close(t, &self.shared)?;
-                            }
-                            self.first.get_or_insert(t);
-                            Segment::new(&frame, t, self.files.created, &self.config)?
-                        }
-                    };
-                    let segment = self.segment.insert(segment);
-                    segment.picture.fill(&frame)?;
+            let (tick, idr) = match action {
+                Action::Content { frame, tick, idr, new_size } => {
+                    if new_size || self.encoding.is_none() {
+                        self.new_size(&frame, tick)?;
+                    }
+                    if let Some(encoding) = &mut self.encoding {
+                        encoding.picture.fill(&frame)?;
+                    }
                     // Released before encoding: the renderer may want it back.
                     drop(frame);
                     self.shared.count_encoded();
-                    (t, idr)
+                    (tick, idr)
                 }
-                Action::Repeat { t } => {
+                Action::Repeat { tick } => {
                     self.shared.count_extra();
-                    (t, true)
+                    (tick, true)
                 }
-                Action::Refine { t } => {
+                Action::Refine { tick } => {
                     self.shared.count_extra();
-                    (t, false)
+                    (tick, false)
                 }
             };
-            if let Some(segment) = &mut self.segment {
-                segment.encode(idr, t, &mut self.files)?;
-            }
+            self.encode(idr, tick)?;
         }
         Ok(())
     }
-}
 
-impl Files {
-    /// Creates the next free file for `segment` and registers it.
-    fn create(&mut self, segment: &Segment, sps: &[u8], pps: &[u8]) -> Result<Mp4Writer, VideoError> {
-        let geometry = segment.picture.geometry();
-        loop {
-            let path = file_path(&self.dir, &self.stem, self.next_index);
-            self.next_index += 1;
-            match Mp4Writer::create(&path, geometry, sps, pps, self.sync) {
-                Ok(writer) => {
-                    tracing::info!(
-                        path = %path.display(),
-                        width = geometry.coded_width,
-                        height = geometry.coded_height,
-                        "video file started"
-                    );
-                    self.created += 1;
-                    self.shared.count_bytes(writer.size());
-                    // Listed at once: it is a valid (empty) video already.
-                    self.shared.set_file(segment.slot, segment.describe(&writer, None));
-                    return Ok(writer);
-                }
-                Err(VideoError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::AlreadyExists && self.next_index < MAX_FILE_INDEX =>
-                {
-                    tracing::warn!(path = %path.display(), "video file exists; trying the next name");
-                }
-                Err(error) => return Err(error),
-            }
-        }
-    }
-}
-
-impl Segment {
-    /// A segment for `frame`'s size starting at `t`, its file to be listed at
-    /// `slot`.
-    fn new(frame: &Frame, t: Duration, slot: usize, config: &VideoConfig) -> Result<Segment, VideoError> {
+    /// A new encoder for `frame`'s size, from `tick` on.
+    fn new_size(&mut self, frame: &Frame, tick: u64) -> Result<(), VideoError> {
         let geometry = Geometry::new(frame.width(), frame.height());
         if geometry.is_scaled() {
             tracing::warn!(
@@ -208,86 +167,102 @@ impl Segment {
                 "frame larger than the H.264 encoder's limit; scaling it down"
             );
         }
-        let h264 = H264::new(config)?;
-        Ok(Segment { slot, start: t, picture: Picture::new(geometry), h264, writer: None, pending: None })
+        tracing::debug!(width = geometry.width, height = geometry.height, tick, "video size");
+        self.encoding = Some(Encoding { picture: Picture::new(geometry), h264: H264::new(&self.config)? });
+        self.sizes.push(VideoSize {
+            at: self.grid.time(tick),
+            width: geometry.width,
+            height: geometry.height,
+            coded_width: geometry.coded_width,
+            coded_height: geometry.coded_height,
+        });
+        Ok(())
     }
 
-    /// Encodes the picture shown at `t`; the previous sample, now that its
-    /// duration is known, joins the fragment, which is written first if this
-    /// one is a keyframe.
-    fn encode(&mut self, idr: bool, t: Duration, files: &mut Files) -> Result<(), VideoError> {
-        let Some(sample) = self.h264.encode(&self.picture, idr, t)? else {
-            tracing::debug!(?t, "the encoder skipped a picture");
+    /// Encodes the picture shown from `tick`; the previous sample, now that
+    /// its duration is known, joins the fragment, which is written first if
+    /// this one is a keyframe.
+    fn encode(&mut self, idr: bool, tick: u64) -> Result<(), VideoError> {
+        let Some(encoding) = &mut self.encoding else { return Ok(()) };
+        let Some(sample) = encoding.h264.encode(&encoding.picture, idr, self.grid.time(tick))? else {
+            tracing::debug!(tick, "the encoder skipped a picture");
             return Ok(());
         };
         let mut writer = match self.writer.take() {
             Some(writer) => writer,
             None => {
-                let (sps, pps) = self
+                let (sps, pps) = encoding
                     .h264
                     .parameter_sets()
                     .ok_or_else(|| VideoError::Encoder("no parameter sets with the first picture".into()))?;
-                let (sps, pps) = (sps.to_vec(), pps.to_vec());
-                files.create(self, &sps, &pps)?
+                let (timescale, _) = timescale(self.config.max_fps);
+                let writer =
+                    Mp4Writer::create(&self.path, encoding.picture.geometry(), sps, pps, timescale, self.config.sync)?;
+                tracing::info!(path = %self.path.display(), "video file started");
+                self.first = Some(tick);
+                self.shared.count_bytes(writer.size());
+                writer
             }
         };
-        if let Some((previous, at)) = self.pending.take() {
-            writer.push(previous, self.ticks(t) - self.ticks(at));
+        if let Some((previous, at)) = self.held.take() {
+            writer.push(previous, (tick - at) * self.units_per_tick);
         }
         let flushed = if sample.keyframe { writer.flush() } else { Ok(0) };
+        self.held = Some((sample, tick));
         self.writer = Some(writer);
         let written = flushed?;
-        if let Some(writer) = self.writer.as_ref().filter(|_| written > 0) {
-            files.shared.count_bytes(written);
-            files.shared.set_file(self.slot, self.describe(writer, None));
+        self.shared.count_bytes(written);
+        if written > 0 || self.shared.file().is_none() {
+            self.publish();
         }
-        self.pending = Some((sample, t));
         Ok(())
     }
 
     /// Ends the file at `end`: its last sample, the index, the durations.
-    fn close(mut self, end: Duration, shared: &Shared) -> Result<(), VideoError> {
+    fn close(&mut self, end: u64) -> Result<(), VideoError> {
         let Some(mut writer) = self.writer.take() else { return Ok(()) };
-        let end = match self.pending.take() {
+        let end = match self.held.take() {
             Some((last, at)) => {
-                let end = end.max(at + MIN_STEP);
-                writer.push(last, self.ticks(end) - self.ticks(at));
+                let end = end.max(at + 1);
+                writer.push(last, (end - at) * self.units_per_tick);
                 end
             }
             None => end,
         };
-        let mut file = self.describe(&writer, Some(end));
+        let (samples, keyframes, size) = (writer.samples(), writer.keyframes(), writer.size());
         let written = writer.finish()?;
-        shared.count_bytes(written);
-        file.bytes += written;
+        self.shared.count_bytes(written);
+        let mut file = self.describe(samples, keyframes, Some(end));
+        file.bytes = size + written;
         tracing::info!(
             path = %file.path.display(),
             samples = file.samples,
-            seconds = end.saturating_sub(self.start).as_secs_f64(),
+            sizes = file.sizes.len(),
+            seconds = file.end.unwrap_or_default().saturating_sub(file.start).as_secs_f64(),
             "video file finished"
         );
-        shared.set_file(self.slot, file);
+        self.shared.set_file(file);
         Ok(())
     }
 
-    /// Recorder time `t` in media ticks since the start of the file.
-    fn ticks(&self, t: Duration) -> u64 {
-        ticks(t.saturating_sub(self.start))
+    /// Publishes the file as it is now (still being written).
+    fn publish(&self) {
+        if let Some(writer) = &self.writer {
+            let mut file = self.describe(writer.samples(), writer.keyframes(), None);
+            file.bytes = writer.size();
+            self.shared.set_file(file);
+        }
     }
 
-    fn describe(&self, writer: &Mp4Writer, end: Option<Duration>) -> VideoFile {
-        let geometry = self.picture.geometry();
+    fn describe(&self, samples: u64, keyframes: u64, end: Option<u64>) -> VideoFile {
         VideoFile {
-            path: writer.path().to_owned(),
-            width: geometry.width,
-            height: geometry.height,
-            coded_width: geometry.coded_width,
-            coded_height: geometry.coded_height,
-            start: self.start,
-            end,
-            samples: writer.samples(),
-            keyframes: writer.keyframes(),
-            bytes: writer.size(),
+            path: self.path.clone(),
+            sizes: self.sizes.clone(),
+            start: self.grid.time(self.first.unwrap_or(0)),
+            end: end.map(|end| self.grid.time(end)),
+            samples,
+            keyframes,
+            bytes: 0,
         }
     }
 }

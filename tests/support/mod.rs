@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_server;
 
 use std::collections::BTreeMap;
@@ -133,6 +134,17 @@ impl Qemu {
     /// The Linux guest, returned as soon as QEMU's SPICE port accepts (the
     /// guest is still booting), so a client can watch it draw.
     pub fn linux_booting(dir: &Path, spice_opts: &str, append: &str) -> Self {
+        Self::linux_with(dir, spice_opts, append, &[])
+    }
+
+    /// The Linux guest with QEMU stopped before its first instruction
+    /// (`-S`): a client connects, then `monitor_command("cont")` starts the
+    /// machine, so the client sees everything from SeaBIOS on.
+    pub fn linux_paused(dir: &Path, spice_opts: &str, append: &str) -> Self {
+        Self::linux_with(dir, spice_opts, append, &["-S"])
+    }
+
+    fn linux_with(dir: &Path, spice_opts: &str, append: &str, extra: &[&str]) -> Self {
         let guest = build_guest();
         let kernel = guest.join("vmlinuz");
         let initrd = guest.join("initrd.img");
@@ -158,6 +170,7 @@ impl Qemu {
             "usb-redir,chardev=ur1",
         ]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
         Self::start(dir, spice_opts, &args)
