@@ -189,3 +189,65 @@ fn failed_logins_are_rate_limited_per_address() {
     assert!(log.contains("too many failed authentications"), "{log}");
     assert!(log.contains("the targets file holds passwords and tokens but others may read it"), "{log}");
 }
+
+/// Token mode honours `--stream-codecs`: the display link message spicetap
+/// sends to the VM leaves out the other codecs' caps, and session.json says
+/// so. What the VM received is seen by a second spicetap (passthrough, with
+/// capture) standing between the token proxy and QEMU.
+#[test]
+fn token_mode_applies_stream_codecs_upstream() {
+    let dir = Scratch::new("tokens-codecs");
+    let qemu = Qemu::bios_password(&dir.path, VM_PASSWORD);
+    let (inner_dir, outer_dir) = (dir.path.join("inner"), dir.path.join("outer"));
+    std::fs::create_dir_all(&inner_dir).unwrap();
+    std::fs::create_dir_all(&outer_dir).unwrap();
+    let mut inner = Spicetap::start(&inner_dir, &format!("127.0.0.1:{}", qemu.port), true, &["--no-video"]);
+    let targets = dir.path.join("targets.toml");
+    std::fs::write(
+        &targets,
+        format!(
+            "[[target]]\nname = \"vm\"\ntoken = \"{TOKEN}\"\nupstream = \"127.0.0.1:{}\"\npassword = \"{VM_PASSWORD}\"\n",
+            inner.port()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&targets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut outer = Spicetap::start_args(
+        &outer_dir,
+        true,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--auth",
+            "tokens",
+            "--targets",
+            targets.to_str().unwrap(),
+            "--stream-codecs",
+            "h264",
+            "--no-video",
+        ],
+    );
+    let shot = dir.path.join("shot.ppm");
+    assert!(spicy_screenshot_password(outer.port(), Some(TOKEN), &shot), "the token shows the VM");
+    outer.stop();
+    inner.stop();
+
+    let caps = |c: &serde_json::Value, key: &str| -> Vec<String> {
+        let v = if key == "client" { &c["client_caps"]["channel"] } else { &c[key] };
+        v.as_array().unwrap().iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+    };
+    let display_of = |tap: &Spicetap| {
+        tap.sessions().iter().flat_map(|d| channels(&session_json(d))).find(|c| c["type"] == "display").unwrap()
+    };
+    let outer_display = display_of(&outer);
+    let (client, removed) = (caps(&outer_display, "client"), caps(&outer_display, "caps_removed_upstream"));
+    assert!(client.iter().any(|c| c == "SPICE_DISPLAY_CAP_CODEC_MJPEG"), "spice-gtk offers MJPEG: {client:?}");
+    assert!(removed.iter().any(|c| c == "SPICE_DISPLAY_CAP_CODEC_MJPEG"), "{outer_display}");
+    assert!(!removed.iter().any(|c| c == "SPICE_DISPLAY_CAP_CODEC_H264"), "{removed:?}");
+    // What reached the VM: no MJPEG, everything else the client asked for.
+    let vm_got = caps(&display_of(&inner), "client");
+    assert!(!vm_got.iter().any(|c| c == "SPICE_DISPLAY_CAP_CODEC_MJPEG"), "{vm_got:?}");
+    let kept: Vec<&String> = client.iter().filter(|c| !removed.contains(c)).collect();
+    assert_eq!(vm_got.iter().collect::<Vec<_>>(), kept);
+}

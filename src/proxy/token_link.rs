@@ -145,7 +145,7 @@ pub async fn run(
 #[allow(clippy::too_many_arguments)]
 async fn authenticate_and_link(
     client: &mut BoxedStream,
-    _policy: &LinkPolicy<'_>,
+    policy: &LinkPolicy<'_>,
     auth: &TokenAuth,
     peer: SocketAddr,
     link_mess: &Bytes,
@@ -207,17 +207,21 @@ async fn authenticate_and_link(
     outcome.target = Some(target.name.clone());
     tracing::info!(target = %target.name, "token accepted");
 
-    // The link message to the VM: the client's, without migration caps.
+    // The link message to the VM: the client's, without migration caps
+    // (main) or the video codecs `--stream-codecs` leaves out (display).
+    let removed = match ct {
+        ChannelType::MAIN => MIGRATION_CAPS,
+        ChannelType::DISPLAY => policy.display_caps_removed,
+        _ => 0,
+    };
     let mut upstream_mess = link_mess.to_vec();
-    if ct == ChannelType::MAIN {
-        outcome.removed_caps = clear_channel_caps(&mut upstream_mess, &stage.mess, MIGRATION_CAPS);
+    if removed != 0 {
+        outcome.removed_caps = clear_channel_caps(&mut upstream_mess, &stage.mess, removed);
     }
     let upstream_caps = {
         let mut c = stage.mess.caps.clone();
-        if ct == ChannelType::MAIN
-            && let Some(w) = c.channel.first_mut()
-        {
-            *w &= !MIGRATION_CAPS;
+        if let Some(w) = c.channel.first_mut() {
+            *w &= !removed;
         }
         c
     };
