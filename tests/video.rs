@@ -171,6 +171,21 @@ fn boot_to_linux_is_one_mp4_that_plays_everywhere() {
     assert!((played.duration - span).abs() <= 1.0, "Chromium's duration {} s, session {span:.3} s", played.duration);
     assert!(played.current_time > change, "{played:?}");
     assert!(played.sizes.contains(&(1024, 768)), "{played:?}");
+
+    // `spicetap render --mp4` writes the same kind of file from the pcaps.
+    let offline = dir.path.join("offline.mp4");
+    let out = run_bounded(
+        Command::new(SPICETAP).arg("render").arg(&session).arg("--mp4").arg(&offline),
+        Duration::from_secs(300),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("720x400 from") && stderr.contains("1024x768 from"), "{stderr}");
+    decodes_cleanly(&offline);
+    let widths = ffprobe(&offline, "frame=width");
+    assert!(widths.lines().any(|w| w.trim() == "720") && widths.lines().any(|w| w.trim() == "1024"), "{widths}");
+    let offline_duration: f64 = ffprobe(&offline, "format=duration").trim().parse().unwrap();
+    assert!((offline_duration - duration).abs() <= 1.0, "offline {offline_duration:.3} s, live {duration:.3} s");
 }
 
 #[test]

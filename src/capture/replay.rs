@@ -60,6 +60,9 @@ pub struct Replay {
     pub header_kind: HeaderKind,
     /// Messages in capture order.
     pub messages: Vec<ReplayMessage>,
+    /// Capture time of the file's last packet (the FIN when the channel
+    /// closed while recorded), since the Unix epoch.
+    pub end: Duration,
 }
 
 /// Reads `path`. `channel_type` is required for pcaps without a link stage
@@ -73,8 +76,10 @@ pub fn read(path: &Path, channel_type: Option<ChannelType>) -> Result<Replay, Re
     // (timestamp, from-client?, payload) of every TCP segment with data.
     let mut segments: Vec<(Duration, u16, Vec<u8>)> = Vec::new();
     let mut ports: Vec<u16> = Vec::new();
+    let mut end = Duration::ZERO;
     while let Some(packet) = reader.next_packet() {
         let packet = packet?;
+        end = end.max(packet.timestamp);
         let Ok(sliced) = etherparse::SlicedPacket::from_ethernet(&packet.data) else { continue };
         let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else { continue };
         if !ports.contains(&tcp.source_port()) {
@@ -123,7 +128,7 @@ pub fn read(path: &Path, channel_type: Option<ChannelType>) -> Result<Replay, Re
         let done = assemblers[i].feed(&streams[i][from..end])?;
         messages.extend(done.into_iter().map(|(header, body)| ReplayMessage { at, dir, header, body }));
     }
-    Ok(Replay { channel_type, channel_id, header_kind, messages })
+    Ok(Replay { channel_type, channel_id, header_kind, messages, end })
 }
 
 /// Parses the link stage at the start of both streams; returns the channel

@@ -90,7 +90,9 @@ pub type OnChange<'a> = dyn FnMut(Duration, &Surface) + 'a;
 
 /// As [`render_pcap`], calling `on_change` with the capture time (since the
 /// first message) and the primary surface after every message that changed
-/// it; returns the time of the last message too.
+/// it; returns where the recording ends too: the last message rendered, or
+/// with [`Until::End`] the pcap's last packet (the channel's close), so a
+/// video of it lasts as long as the channel was recorded.
 ///
 /// # Errors
 /// As [`render_pcap`].
@@ -162,6 +164,10 @@ pub fn render_pcap_frames(
         {
             break;
         }
+    }
+    if let (Until::End, Some(start)) = (until, start) {
+        // The recording lasts until the channel's last packet (its close).
+        last = last.max(replay.end.saturating_sub(start));
     }
     let surface = renderer.primary().cloned().ok_or(OfflineError::NoSurface)?;
     Ok((surface, renderer.stats, last))
