@@ -24,14 +24,7 @@ fn remote_viewer_session_is_interactive_and_fully_recorded() {
     let x = Xvfb::start();
 
     // remote-viewer: types a line into the guest.
-    let mut viewer = Guard::spawn(
-        "remote-viewer",
-        Command::new("remote-viewer")
-            .arg(format!("spice://127.0.0.1:{}", tap.port()))
-            .env("DISPLAY", &x.display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
     let window = xdotool(&x.display, &["search", "--sync", "--onlyvisible", "--class", "remote-viewer"]);
     let window = window.lines().next().expect("a remote-viewer window").to_string();
     // Let every channel link before typing.

@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -97,15 +97,8 @@ fn bios_lz4_via_remote_viewer() {
     // Wait for the final BIOS screen.
     same_screen(|out| spicy_screenshot(qemu.port, out), |out| spicy_screenshot(qemu.port, out), &dir.path);
     let x = Xvfb::start();
-    let mut viewer = Guard::spawn(
-        "remote-viewer",
-        Command::new("remote-viewer")
-            .arg(format!("spice://127.0.0.1:{}", tap.port()))
-            .arg("--spice-preferred-compression=lz4")
-            .env("DISPLAY", &x.display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut viewer =
+        remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &["--spice-preferred-compression=lz4"]);
     wait_until("remote-viewer's display channel", Duration::from_secs(60), || {
         tap.log_text().lines().any(|l| l.contains("channel=display") && l.contains("channel linked"))
     });

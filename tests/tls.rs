@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use support::*;
@@ -47,15 +47,10 @@ fn tls_on_both_legs_with_remote_viewer_and_spicy_screenshot() {
 
     // remote-viewer, every channel secured.
     let x = Xvfb::start();
-    let mut viewer = Guard::spawn(
-        "remote-viewer",
-        Command::new("remote-viewer")
-            .arg(format!("spice://127.0.0.1?tls-port={}", tls.port()))
-            .arg(format!("--spice-ca-file={}", our_ca.display()))
-            .arg("--spice-secure-channels=all")
-            .env("DISPLAY", &x.display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
+    let mut viewer = remote_viewer(
+        &x,
+        &format!("spice://127.0.0.1?tls-port={}", tls.port()),
+        &[&format!("--spice-ca-file={}", our_ca.display()), "--spice-secure-channels=all"],
     );
     wait_until("remote-viewer's inputs and cursor channels", Duration::from_secs(60), || {
         let log = tap.log_text();

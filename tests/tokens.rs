@@ -34,39 +34,37 @@ fn decoy() -> (u16, Arc<AtomicUsize>) {
     (port, count)
 }
 
+/// Writes a targets file readable by its owner only.
+fn write_targets(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// `spicetap proxy --auth tokens --targets TARGETS EXTRA...` on a free port.
+fn token_proxy(dir: &std::path::Path, capture: bool, targets: &std::path::Path, extra: &[&str]) -> Spicetap {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--auth", "tokens", "--targets", targets.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Spicetap::start_args(dir, capture, &args)
+}
+
 #[test]
 fn tokens_reach_their_vm_and_nothing_else() {
     let dir = Scratch::new("tokens");
     let qemu = Qemu::bios_password(&dir.path, VM_PASSWORD);
     let (decoy_port, decoy_hits) = decoy();
     let targets = dir.path.join("targets.toml");
-    std::fs::write(
+    write_targets(
         &targets,
-        format!(
+        &format!(
             "[[target]]\nname = \"vm1\"\ntoken = \"{TOKEN}\"\nupstream = \"127.0.0.1:{}\"\npassword = \"{VM_PASSWORD}\"\n\n\
              [[target]]\nname = \"old\"\ntoken = \"{OLD_TOKEN}\"\nupstream = \"127.0.0.1:{decoy_port}\"\n\
              password = \"x\"\nexpires = 2020-01-01T00:00:00Z\n",
             qemu.port
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&targets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let audit = dir.path.join("audit.jsonl");
-    let mut tap = Spicetap::start_args(
-        &dir.path,
-        true,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "tokens",
-            "--targets",
-            targets.to_str().unwrap(),
-            "--audit-log",
-            audit.to_str().unwrap(),
-        ],
     );
+    let audit = dir.path.join("audit.jsonl");
+    let mut tap = token_proxy(&dir.path, true, &targets, &["--audit-log", audit.to_str().unwrap()]);
 
     // The right token shows the VM's screen, as its own password does directly.
     same_screen(
@@ -172,11 +170,7 @@ fn failed_logins_are_rate_limited_per_address() {
         ),
     )
     .unwrap();
-    let mut tap = Spicetap::start_args(
-        &dir.path,
-        false,
-        &["--listen", "127.0.0.1:0", "--auth", "tokens", "--targets", targets.to_str().unwrap()],
-    );
+    let mut tap = token_proxy(&dir.path, false, &targets, &[]);
     for _ in 0..5 {
         let (mut s, reply) = link_start(tap.addr, 1, 0);
         assert_eq!(link_result(&mut s, &reply), 7);
@@ -203,31 +197,14 @@ fn token_mode_applies_stream_codecs_upstream() {
     std::fs::create_dir_all(&outer_dir).unwrap();
     let mut inner = Spicetap::start(&inner_dir, &format!("127.0.0.1:{}", qemu.port), true, &["--no-video"]);
     let targets = dir.path.join("targets.toml");
-    std::fs::write(
+    write_targets(
         &targets,
-        format!(
+        &format!(
             "[[target]]\nname = \"vm\"\ntoken = \"{TOKEN}\"\nupstream = \"127.0.0.1:{}\"\npassword = \"{VM_PASSWORD}\"\n",
             inner.port()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&targets, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut outer = Spicetap::start_args(
-        &outer_dir,
-        true,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--auth",
-            "tokens",
-            "--targets",
-            targets.to_str().unwrap(),
-            "--stream-codecs",
-            "h264",
-            "--no-video",
-        ],
     );
+    let mut outer = token_proxy(&outer_dir, true, &targets, &["--stream-codecs", "h264", "--no-video"]);
     let shot = dir.path.join("shot.ppm");
     assert!(spicy_screenshot_password(outer.port(), Some(TOKEN), &shot), "the token shows the VM");
     outer.stop();

@@ -7,7 +7,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -110,14 +110,7 @@ fn boot_to_linux_is_one_mp4_that_plays_everywhere() {
     let qemu = Qemu::linux_paused(&dir.path, "", "spicetap.mode=text");
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
     let x = Xvfb::start();
-    let viewer = Guard::spawn(
-        "remote-viewer",
-        Command::new("remote-viewer")
-            .arg(format!("spice://127.0.0.1:{}", tap.port()))
-            .env("DISPLAY", &x.display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
     wait_until("remote-viewer's display channel", Duration::from_secs(60), || {
         tap.sessions().first().is_some_and(|s| s.join("display-0.pcap").exists())
     });
@@ -194,14 +187,7 @@ fn mp4_survives_kill_9_of_the_proxy() {
     let qemu = Qemu::linux_booting(&dir.path, "", "spicetap.mode=noise");
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
     let x = Xvfb::start();
-    let _viewer = Guard::spawn(
-        "remote-viewer",
-        Command::new("remote-viewer")
-            .arg(format!("spice://127.0.0.1:{}", tap.port()))
-            .env("DISPLAY", &x.display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let _viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
     // The video starts with its first frame, during the boot.
     wait_until("display-0.mp4", Duration::from_secs(60), || {
         tap.sessions().first().is_some_and(|s| s.join("display-0.mp4").exists())

@@ -519,6 +519,20 @@ impl Xvfb {
     }
 }
 
+/// `remote-viewer URI EXTRA...` on `x`'s display, output discarded, killed
+/// on drop. `uri` is e.g. `spice://127.0.0.1:PORT`.
+pub fn remote_viewer(x: &Xvfb, uri: &str, extra: &[&str]) -> Guard {
+    Guard::spawn(
+        "remote-viewer",
+        Command::new("remote-viewer")
+            .arg(uri)
+            .args(extra)
+            .env("DISPLAY", &x.display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
 /// Takes a screenshot with `direct` and one with `via` until both show the
 /// same picture (the SeaBIOS screen settles a few seconds after boot);
 /// panics after 30 s. The picture must not be blank.
