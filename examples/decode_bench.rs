@@ -9,8 +9,10 @@
 //! `bios-rgb32-720x400.quic` (recorded from QEMU), LZ
 //! `seabios-720x400-rgb32.lz`, GLZ `boot-session.lzs` (914 GLZ images of a
 //! recorded boot, decoded in order through one dictionary, as a session
-//! does), JPEG `qemu-linux-image.jpg` (spicetap only: the peer's JPEG path
-//! is another library). LZ4 has no recorded fixture: the SeaBIOS screen's
+//! does), JPEG `qemu-linux-image.jpg` and `qemu-noise-band.jpg`, MJPEG
+//! `qemu-linux-mjpeg-frame-no-dht.jpg` (spicetap only: the peer's JPEG
+//! path is another library; zune-jpeg, spicetap's general JPEG decoder,
+//! on the same band for comparison). LZ4 has no recorded fixture: the SeaBIOS screen's
 //! pixels (from the LZ fixture) are coded here as one LZ4 block in the
 //! `SPICE_IMAGE_TYPE_LZ4` layout.
 //!
@@ -178,7 +180,26 @@ fn main() {
         let p = image::decode(&desc, 4, &mut src).expect("spicetap JPEG");
         u64::from(p.width * p.height)
     });
-    row("JPEG (zune-jpeg)", "jpeg/qemu-linux-image.jpg (400x32)", ours, None);
+    row("JPEG", "jpeg/qemu-linux-image.jpg (400x32)", ours, None);
+
+    // The noise band: the busiest JPEG QEMU sends, through both of
+    // spice-gtk's libjpeg settings, and through zune-jpeg for comparison.
+    use spicetap::render::jpeg::{self, DecodeOptions};
+    let band = read("jpeg/qemu-noise-band.jpg");
+    let frame = read("jpeg/qemu-linux-mjpeg-frame-no-dht.jpg");
+    let pixels = |img: jpeg::RgbImage| u64::from(img.width * img.height);
+    let ours = measure(|| pixels(jpeg::decode(&band, &DecodeOptions::spice_gtk_image(1024, 48)).expect("JPEG")));
+    row("JPEG", "jpeg/qemu-noise-band.jpg (1024x48 noise, 4:2:0)", ours, None);
+    let ours = measure(|| pixels(jpeg::decode(&frame, &DecodeOptions::spice_gtk_mjpeg(1024, 48)).expect("MJPEG")));
+    row("MJPEG", "jpeg/qemu-linux-mjpeg-frame-no-dht.jpg (1024x48 noise)", ours, None);
+    let zune = measure(|| {
+        let options = zune_core::options::DecoderOptions::default()
+            .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB);
+        let mut dec = zune_jpeg::JpegDecoder::new_with_options(band.as_slice(), options);
+        dec.decode().expect("zune-jpeg");
+        1024 * 48
+    });
+    row("JPEG (zune-jpeg, not libjpeg-exact)", "jpeg/qemu-noise-band.jpg", zune, None);
 }
 
 /// An LZ image's pixels as the little-endian B, G, R, X bytes a 32-bit bitmap holds.

@@ -15,6 +15,7 @@ pub mod composite;
 pub mod dash;
 pub mod display;
 pub mod image;
+pub mod jpeg;
 pub mod live;
 pub mod lz;
 pub mod offline;

@@ -1,0 +1,117 @@
+//! JPEGs outside what [`super::decode`] reproduces bit for bit
+//! (progressive, arithmetic coding, 12-bit, several scans, CMYK), decoded
+//! by zune-jpeg. Its IDCT and upsampling round differently from
+//! libjpeg-turbo's, so these pictures are close to spice-gtk's, not equal.
+//! SPICE servers send none of them (spice-server's encoders write baseline
+//! 4:2:0 YCbCr).
+
+use std::borrow::Cow;
+
+use super::huffman::{
+    STD_AC_CHROMA_BITS, STD_AC_CHROMA_VALS, STD_AC_LUMA_BITS, STD_AC_LUMA_VALS, STD_DC_CHROMA_BITS, STD_DC_LUMA_BITS,
+    STD_DC_VALS,
+};
+use super::{DecodeOptions, JpegError, RgbImage};
+
+/// Decodes `data` with zune-jpeg, within `options`' size bounds.
+///
+/// # Errors
+/// [`JpegError::General`] with zune-jpeg's message.
+pub(super) fn decode(data: &[u8], options: &DecodeOptions) -> Result<RgbImage, JpegError> {
+    let bad = |e: String| JpegError::General(e);
+    let zune_options = zune_core::options::DecoderOptions::default()
+        .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB)
+        .set_max_width(options.max_width as usize)
+        .set_max_height(options.max_height as usize);
+    let frame = with_tables(data);
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(frame.as_ref(), zune_options);
+    let rgb = dec.decode().map_err(|e| bad(format!("{e:?}")))?;
+    let info = dec.info().ok_or_else(|| bad("no header".into()))?;
+    let (width, height) = (u32::from(info.width), u32::from(info.height));
+    if rgb.len() != width as usize * height as usize * 3 {
+        return Err(bad(format!("{} bytes for {width}x{height}", rgb.len())));
+    }
+    Ok(RgbImage { width, height, rgb })
+}
+
+/// The standard Huffman tables of ITU-T T.81 Annex K.3 (luminance and
+/// chrominance, DC and AC) as one DHT segment, for Motion-JPEG frames that
+/// leave their tables out (zune-jpeg does not supply them itself).
+fn standard_dht() -> Vec<u8> {
+    let tables: [(u8, &[u8; 16], &[u8]); 4] = [
+        (0x00, &STD_DC_LUMA_BITS, &STD_DC_VALS),
+        (0x01, &STD_DC_CHROMA_BITS, &STD_DC_VALS),
+        (0x10, &STD_AC_LUMA_BITS, &STD_AC_LUMA_VALS),
+        (0x11, &STD_AC_CHROMA_BITS, &STD_AC_CHROMA_VALS),
+    ];
+    let mut body = Vec::new();
+    for (class_id, bits, vals) in tables {
+        body.push(class_id);
+        body.extend_from_slice(bits);
+        body.extend_from_slice(vals);
+    }
+    let mut seg = vec![0xff, 0xc4];
+    // 2 + 4 * 17 + 12 + 12 + 162 + 162 = 418 bytes: fits in u16.
+    seg.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+    seg.extend_from_slice(&body);
+    seg
+}
+
+/// Whether a JPEG stream has a DHT segment before its first SOS.
+fn has_dht(frame: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= frame.len() && frame[i] == 0xff {
+        let marker = frame[i + 1];
+        if marker == 0xc4 {
+            return true;
+        }
+        if marker == 0xda {
+            return false;
+        }
+        let len = usize::from(u16::from_be_bytes([frame[i + 2], frame[i + 3]]));
+        i += 2 + len;
+    }
+    false
+}
+
+/// A frame with Huffman tables: as is when it has them, else with the
+/// standard tables inserted after SOI.
+fn with_tables(frame: &[u8]) -> Cow<'_, [u8]> {
+    if frame.len() < 2 || frame[..2] != [0xff, 0xd8] || has_dht(frame) {
+        return Cow::Borrowed(frame);
+    }
+    let dht = standard_dht();
+    let mut out = Vec::with_capacity(frame.len() + dht.len());
+    out.extend_from_slice(&frame[..2]);
+    out.extend_from_slice(&dht);
+    out.extend_from_slice(&frame[2..]);
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_tables_have_the_right_counts() {
+        let dht = standard_dht();
+        assert_eq!(dht.len(), 2 + 418);
+        let mut i = 4;
+        for _ in 0..4 {
+            let bits = &dht[i + 1..i + 17];
+            let n: usize = bits.iter().map(|&b| usize::from(b)).sum();
+            i += 17 + n;
+        }
+        assert_eq!(i, dht.len());
+    }
+
+    #[test]
+    fn tables_are_added_only_when_missing() {
+        let frame = [0xff, 0xd8, 0xff, 0xda, 0, 2];
+        assert_eq!(with_tables(&frame).len(), frame.len() + 420);
+        let mut with = vec![0xff, 0xd8];
+        with.extend(standard_dht());
+        assert_eq!(with_tables(&with).len(), with.len());
+        assert_eq!(with_tables(&[1, 2, 3]).as_ref(), &[1, 2, 3]);
+    }
+}
