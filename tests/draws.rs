@@ -717,14 +717,66 @@ fn scripted_draws_on_off_screen_alpha_and_argb_surfaces() {
     draws_case(offscreen_messages(), OFFSCREEN_AREAS);
 }
 
+/// The areas of [`mjpeg_stream_messages`].
+const MJPEG_AREAS: &[Area] = &[("MJPEG frame recorded from QEMU", 2, 2, 12, 34), ("MJPEG 4:2:0 noise", 14, 2, 43, 39)];
+
+/// Two MJPEG video streams (spice-gtk decodes their frames with
+/// `channel-display-mjpeg.c`'s settings: fast IDCT, replicated chroma):
+/// a 32x10 frame recorded from QEMU, and a 37x29 picture of random pixels
+/// at 4:2:0 from cjpeg, where the IDCT and upsampling settings show most.
+/// spice-gtk shows a frame at its multimedia time and drops late ones, so
+/// each stream sends its frame three times, 1.5, 2.5 and 3.5 s after
+/// SPICE_MSG_MAIN_INIT (whose multimedia time is 0).
+fn mjpeg_stream_messages() -> Vec<(u16, Vec<u8>)> {
+    const STREAM_CREATE: u16 = 122;
+    const STREAM_DATA: u16 = 123;
+    let fixture = |name: &str| {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg").join(name)).unwrap()
+    };
+    let mut m = primary_with_background(32);
+    let streams =
+        [(1u32, "qemu-linux-mjpeg-frame.jpg", (2, 2), (32, 10)), (2, "cjpeg/n37x29-2x2.jpg", (14, 2), (37, 29))];
+    for (id, name, (t, l), (w, h)) in streams {
+        // surface_id, id, flags (TOP_DOWN), codec (MJPEG), stamp, stream
+        // and source sizes, dest, clip NONE (spice-protocol `spice.proto`).
+        let mut create = [0u32, id].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+        create.extend([1u8, 1]);
+        create.extend(0u64.to_le_bytes());
+        create.extend([w, h, w, h].iter().flat_map(|v: &u32| v.to_le_bytes()));
+        create.extend(rect(t, l, t + h as i32, l + w as i32));
+        create.push(0);
+        m.push((STREAM_CREATE, create));
+        let frame = fixture(name);
+        for mm_time in [1500u32, 2500, 3500] {
+            let mut data = [id, mm_time, frame.len() as u32].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+            data.extend(&frame);
+            m.push((STREAM_DATA, data));
+        }
+    }
+    m
+}
+
+#[test]
+fn scripted_mjpeg_stream_frames() {
+    draws_case_settling(mjpeg_stream_messages(), MJPEG_AREAS, "2");
+}
+
 fn draws_case(messages: Vec<(u16, Vec<u8>)>, areas: &[Area]) {
+    draws_case_settling(messages, areas, "1")
+}
+
+/// Serves `messages` to spice-gtk through spicetap, saves spice-gtk's
+/// surface once the display was quiet for `settle` seconds, and requires
+/// `spicetap render` of the recording to equal it in every pixel (and
+/// spice-gtk to have drawn into each of `areas`).
+fn draws_case_settling(messages: Vec<(u16, Vec<u8>)>, areas: &[Area], settle: &str) {
     let dir = Scratch::new("draws");
     let server = FakeServer::start(messages);
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", server.port), true, &["--no-video"]);
     let go = dir.path.join("go");
     std::fs::write(&go, "go").unwrap();
     let shot = dir.path.join("spice-gtk.ppm");
-    spice_gtk_shot_with(tap.port(), &shot, &go, &["--settle", "1", "--timeout", "60"], Duration::from_secs(90));
+    spice_gtk_shot_with(tap.port(), &shot, &go, &["--settle", settle, "--timeout", "60"], Duration::from_secs(90));
     tap.stop();
     let session = tap.sessions().pop().unwrap();
     let png = session.join("rendered.png");
