@@ -23,6 +23,8 @@
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`tls`]: certificates and rustls configurations for both legs;
 //!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
+//! - [`usbredir`]: the usbredir protocol inside usbredir channels, parsed
+//!   per direction from the byte stream, sans-IO.
 //! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
 //!   little-endian reader; [`limits`]: every bound on peer input.
 //!
@@ -41,5 +43,6 @@ pub mod proxy;
 pub mod render;
 pub mod session;
 pub mod tls;
+pub mod usbredir;
 pub mod video;
 pub mod wire;

@@ -79,3 +79,11 @@ pub const RENDER_QUEUE_BYTES: usize = 256 * 1024 * 1024;
 /// surfaces) gets its surface refused by the renderer, recorded; forwarding
 /// is not affected.
 pub const MAX_DISPLAY_PIXELS: u64 = 128 * 1024 * 1024;
+
+/// Most data bytes of one usbredir data packet: usbredirparser's own bound
+/// on a bulk transfer (`usbredirparser.c` `MAX_BULK_TRANSFER_SIZE`).
+pub const USBREDIR_MAX_DATA: u32 = 128 * 1024 * 1024;
+
+/// Most data bytes of a usbredir packet that is not a transfer (the hello's
+/// caps words, a filter's rules string).
+pub const USBREDIR_MAX_CONTROL_DATA: u32 = 64 * 1024;
