@@ -16,10 +16,13 @@
 //! - [`proxy`]: listeners, the per-connection task ([`proxy::channel`]), the
 //!   async link-stage driver and the relay with its inline observer.
 //! - [`session`]: groups channel connections into SPICE sessions.
-//! - [`capture`]: the capture queue and writer thread, the synthetic TCP
-//!   conversation in pcap form, `session.json`, and replay of pcaps.
-//! - [`render`]: the shadow renderer (display messages, images and their
-//!   codecs, canvas, streams), live per session or offline from pcaps.
+//! - [`tap`]: the session tap: each channel's ordered bytes with their
+//!   times, handed to independent consumers behind their own bounded
+//!   queues; [`report`]: the `session.json` model the reports fill.
+//! - Consumers: [`capture`] (the writer thread, the synthetic TCP
+//!   conversation in pcap form, `session.json`, and replay of pcaps) and
+//!   [`render`] (the shadow renderer: display messages, images and their
+//!   codecs, canvas, streams; live per session or offline from pcaps).
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`tls`]: certificates and rustls configurations for both legs;
 //!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
@@ -41,7 +44,9 @@ pub mod link;
 pub mod protocol;
 pub mod proxy;
 pub mod render;
+pub mod report;
 pub mod session;
+pub mod tap;
 pub mod tls;
 pub mod usbredir;
 pub mod video;

@@ -17,10 +17,10 @@ use std::thread::JoinHandle;
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::capture::report::{SessionReport, rfc3339};
-use crate::capture::{CaptureEvent, CaptureSink, ChannelKey, writer};
+use crate::capture::writer;
 use crate::limits::RENDER_QUEUE_BYTES;
-use crate::render::live::RenderSink;
+use crate::report::{SessionReport, rfc3339};
+use crate::tap::{ChannelKey, Consumer, Reports, SessionTap};
 
 /// One SPICE session as seen by the proxy.
 #[derive(Debug)]
@@ -29,10 +29,9 @@ pub struct Session {
     pub id: u32,
     /// When its first channel was accepted.
     pub started: OffsetDateTime,
-    /// Capture queue, when capture is on and the writer started.
-    pub capture: Option<CaptureSink>,
-    /// The session's renderer (with capture).
-    pub render: Option<RenderSink>,
+    /// The session's tap and its consumers (capture, renderer), when
+    /// capture is on and the writer started.
+    pub tap: Option<SessionTap>,
 }
 
 #[derive(Debug, Default)]
@@ -128,11 +127,9 @@ impl Sessions {
         };
         if ended {
             tracing::info!(session_id = session.id, "session ended");
-            // The renderer ends the capture itself once its reports are in.
-            match (&session.render, &session.capture) {
-                (Some(render), _) => render.end(OffsetDateTime::now_utc()),
-                (None, Some(sink)) => sink.send_control(CaptureEvent::End { at: OffsetDateTime::now_utc() }),
-                (None, None) => {}
+            // session.json is written once every consumer reported done.
+            if let Some(tap) = &session.tap {
+                tap.end(OffsetDateTime::now_utc());
             }
         }
         ended
@@ -170,7 +167,9 @@ impl Sessions {
                 }
             }
         });
-        let render = capture.as_ref().and_then(|sink| {
+        let tap = capture.map(|sink| {
+            let reports: Arc<dyn Reports> = Arc::new(sink.clone());
+            let mut consumers: Vec<Arc<dyn Consumer>> = vec![Arc::new(sink)];
             let frames = match (&self.video, &session_dir) {
                 (Some(config), Some(dir)) => Some(Box::new(crate::render::video_sink::VideoSink::new(
                     dir.clone(),
@@ -179,18 +178,18 @@ impl Sessions {
                 )) as Box<dyn crate::render::live::FrameSink>),
                 _ => None,
             };
-            match crate::render::live::spawn(id, sink.clone(), frames, RENDER_QUEUE_BYTES) {
+            match crate::render::live::spawn(id, reports.clone(), frames, RENDER_QUEUE_BYTES) {
                 Ok((render, handle)) => {
                     self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
-                    Some(render)
+                    consumers.push(Arc::new(render));
                 }
                 Err(e) => {
                     tracing::error!(session_id = id, error = %e, "cannot start the renderer; session not rendered");
-                    None
                 }
             }
+            SessionTap::new(reports, consumers)
         });
-        Session { id, started, capture, render }
+        Session { id, started, tap }
     }
 
     /// Waits for every capture writer to finish its files. Call after all

@@ -19,7 +19,7 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::capture::report::rfc3339;
+use crate::report::rfc3339;
 
 /// Events waiting for the writer thread at most; more are dropped (and
 /// counted in the log).

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::pcap::{CLIENT_PORT_BASE, TcpConversation};
-use super::report::{SessionReport, rfc3339};
-use super::{CaptureEvent, CaptureSink, ChannelKey};
+use super::{CaptureEvent, CaptureSink};
+use crate::report::{SessionReport, rfc3339};
+use crate::tap::{ChannelKey, TapEvent};
 
 /// How often an open pcap is flushed to disk at the latest, so a crash
 /// loses at most this much of a recording.
@@ -81,6 +82,11 @@ struct SessionWriter {
     next_port: u16,
     /// Report index of every channel ever opened (reports may follow a close).
     indexes: HashMap<ChannelKey, usize>,
+    /// Consumers still to report done once the session ended (`None`
+    /// before the end).
+    awaiting: Option<usize>,
+    /// Consumers done before the end was announced.
+    early_done: usize,
 }
 
 impl SessionWriter {
@@ -100,6 +106,8 @@ impl SessionWriter {
             names: HashSet::new(),
             next_port: CLIENT_PORT_BASE,
             indexes: HashMap::new(),
+            awaiting: None,
+            early_done: 0,
         };
         w.write_report();
         w
@@ -108,10 +116,9 @@ impl SessionWriter {
     fn run(&mut self, mut rx: UnboundedReceiver<CaptureEvent>, queued: &AtomicUsize) {
         while let Some(ev) = rx.blocking_recv() {
             let cost = ev.cost();
-            let end = matches!(ev, CaptureEvent::End { .. });
             self.handle(ev);
             queued.fetch_sub(cost, Ordering::Relaxed);
-            if end {
+            if self.awaiting == Some(0) {
                 break;
             }
         }
@@ -126,7 +133,13 @@ impl SessionWriter {
 
     fn handle(&mut self, ev: CaptureEvent) {
         match ev {
-            CaptureEvent::Open { key, channel_type, channel_id, mut report, at } => {
+            CaptureEvent::ChannelOpened { key, report } => {
+                self.report.channels.push(*report);
+                self.indexes.insert(key, self.report.channels.len() - 1);
+                self.write_report();
+            }
+            CaptureEvent::Tap(TapEvent::Open { key, channel_type, channel_id, at }) => {
+                let Some(&report_index) = self.indexes.get(&key) else { return };
                 let file = self.unique_name(&format!("{}-{}", channel_type.name(), channel_id));
                 let port = self.next_port;
                 self.next_port = self.next_port.checked_add(1).unwrap_or(CLIENT_PORT_BASE);
@@ -143,49 +156,63 @@ impl SessionWriter {
                 } else {
                     None
                 };
+                let report = &mut self.report.channels[report_index];
                 report.pcap = Some(file);
                 report.capture_loss.clone_from(&loss);
-                self.report.channels.push(*report);
-                let report_index = self.report.channels.len() - 1;
-                self.indexes.insert(key, report_index);
                 self.channels.insert(key, OpenChannel { conv, report_index, loss });
                 self.write_report();
             }
-            CaptureEvent::Link { key, dir, at, bytes } => {
+            CaptureEvent::Tap(TapEvent::Link { key, dir, at, bytes }) => {
                 self.with_conv(key, |c| c.link_segment(dir, at, &bytes));
             }
-            CaptureEvent::StartMessages { key, kind } => {
+            CaptureEvent::Tap(TapEvent::StartMessages { key, kind }) => {
                 self.with_conv(key, |c| {
                     c.start_messages(kind);
                     Ok(())
                 });
             }
-            CaptureEvent::Data { key, dir, at, bytes } => {
+            CaptureEvent::Tap(TapEvent::Data { key, dir, at, bytes }) => {
                 self.with_conv(key, |c| c.data(dir, at, &bytes));
             }
-            CaptureEvent::Close { key, first, at, report } => {
-                if let Some(ch) = self.channels.get(&key) {
-                    let i = ch.report_index;
-                    let pcap = self.report.channels[i].pcap.take();
-                    let mut report = *report;
-                    report.pcap = pcap;
-                    report.render = self.report.channels[i].render.take();
-                    if report.capture_loss.is_none() {
-                        report.capture_loss.clone_from(&ch.loss);
-                    }
-                    self.report.channels[i] = report;
-                }
+            CaptureEvent::Tap(TapEvent::Close { key, first, at }) => {
                 self.finish(key, first, at);
                 self.write_report();
             }
-            CaptureEvent::Render { key, report } => {
+            CaptureEvent::ChannelClosed { key, report } => {
                 if let Some(&i) = self.indexes.get(&key) {
-                    self.report.channels[i].render = Some(*report);
+                    let old = &mut self.report.channels[i];
+                    let mut report = *report;
+                    report.pcap = old.pcap.take();
+                    report.render = old.render.take();
+                    if report.capture_loss.is_none() {
+                        report.capture_loss = old.capture_loss.take();
+                    }
+                    self.report.channels[i] = report;
                     self.write_report();
                 }
             }
-            CaptureEvent::End { at } => {
+            CaptureEvent::ConsumerReport { key, consumer, report } => {
+                if let Some(&i) = self.indexes.get(&key) {
+                    match consumer {
+                        "render" => self.report.channels[i].render = Some(report),
+                        other => {
+                            tracing::debug!(consumer = other, "report from a consumer session.json has no place for")
+                        }
+                    }
+                    self.write_report();
+                }
+            }
+            CaptureEvent::ConsumerDone { .. } => {
+                if let Some(n) = &mut self.awaiting {
+                    *n = n.saturating_sub(1);
+                } else {
+                    // Done before the end was announced: counted then.
+                    self.early_done += 1;
+                }
+            }
+            CaptureEvent::End { at, consumers } => {
                 self.report.end = Some(rfc3339(at));
+                self.awaiting = Some(consumers.saturating_sub(self.early_done));
             }
         }
     }

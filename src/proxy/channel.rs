@@ -23,12 +23,12 @@ use super::relay::{DropFilter, Observer, RelayEnd, SessionIdHook, relay};
 use super::token_link::{self, TokenAuth, TokenOutcome};
 use super::upstream::Upstream;
 use crate::auth::audit::{AuditEvent, AuditLog};
-use crate::capture::report::{CapsReport, ChannelReport, DirectionReport, EndReport, rfc3339};
-use crate::capture::{CaptureEvent, ChannelCapture};
 use crate::framing::Framer;
 use crate::link::HeaderKind;
 use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_AUTH_SPICE};
+use crate::report::{CapsReport, ChannelReport, DirectionReport, EndReport, rfc3339};
 use crate::session::{Session, Sessions};
+use crate::tap::ChannelTap;
 use crate::tls::TlsInfo;
 
 /// What every channel task of a proxy shares.
@@ -148,7 +148,7 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     });
 
     let capture = shared.sessions.capturing().then(|| {
-        let mut c = ChannelCapture::pending(key);
+        let mut c = ChannelTap::pending(key, ct);
         for p in &stage.pieces {
             c.link(p.dir, p.at, p.bytes.clone());
         }
@@ -161,7 +161,6 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
         slot: slot.clone(),
         report: report.clone(),
         key,
-        ct,
         channel_id: stage.mess.channel_id,
         client: peer.to_string(),
         opened,
@@ -242,10 +241,17 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     }
     let (target, c2s_bytes, s2c_bytes) =
         (report.target.clone(), report.client_to_server.bytes, report.server_to_client.bytes);
-    if let Some(c) = &capture {
-        c.lock().unwrap_or_else(PoisonError::into_inner).close(first, SystemTime::now(), report);
-    }
     let session = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some(c) = &capture {
+        let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
+        c.close(first, SystemTime::now());
+        if report.capture_loss.is_none() {
+            report.capture_loss = c.loss_of("capture").map(str::to_string);
+        }
+        if let Some(tap) = session.as_ref().and_then(|s| s.tap.as_ref()) {
+            tap.reports().channel_closed(key, Box::new(report));
+        }
+    }
     if let Some(s) = session {
         let ended = shared.sessions.leave(&s);
         if let Some(audit) = shared.tokens.as_ref().and_then(|t| t.audit.as_ref()) {
@@ -320,11 +326,10 @@ async fn relay_both(
 #[derive(Clone)]
 struct Binder {
     sessions: Arc<Sessions>,
-    capture: Option<Arc<Mutex<ChannelCapture>>>,
+    capture: Option<Arc<Mutex<ChannelTap>>>,
     slot: SessionSlot,
     report: ChannelReport,
     key: u64,
-    ct: ChannelType,
     channel_id: u8,
     client: String,
     opened: OffsetDateTime,
@@ -348,21 +353,9 @@ impl Binder {
                 ..AuditEvent::default()
             });
         }
-        if let (Some(c), Some(sink)) = (&self.capture, &session.capture) {
-            let open = CaptureEvent::Open {
-                key: self.key,
-                channel_type: self.ct,
-                channel_id: self.channel_id,
-                report: Box::new(self.report.clone()),
-                at: self.accepted,
-            };
-            let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
-            c.attach(sink.clone(), open);
-            if self.ct == ChannelType::DISPLAY
-                && let Some(render) = &session.render
-            {
-                c.attach_render(render.clone(), self.channel_id);
-            }
+        if let (Some(c), Some(tap)) = (&self.capture, &session.tap) {
+            tap.reports().channel_opened(self.key, Box::new(self.report.clone()));
+            c.lock().unwrap_or_else(PoisonError::into_inner).attach(tap, self.channel_id, self.accepted);
         }
         tracing::debug!(session_id = id, "channel joined session");
         *slot = Some(session);

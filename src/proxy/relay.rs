@@ -22,11 +22,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 
 use super::io::BoxedStream;
-use crate::capture::ChannelCapture;
 use crate::framing::{Frame, Framer, FramingError};
 use crate::limits::{RELAY_BUFFER_SIZE, SHUTDOWN_WRITE_GRACE};
 use crate::link::HeaderKind;
 use crate::protocol::{ChannelType, Direction, SPICE_MSG_MAIN_INIT, message_name};
+use crate::tap::ChannelTap;
 
 /// Called once with the session id found in `SPICE_MSG_MAIN_INIT`.
 pub type SessionIdHook = Box<dyn FnMut(u32) + Send>;
@@ -40,7 +40,7 @@ pub struct Observer {
     pub bytes: u64,
     /// Messages by type.
     pub counts: HashMap<u16, u64>,
-    capture: Option<Arc<Mutex<ChannelCapture>>>,
+    capture: Option<Arc<Mutex<ChannelTap>>>,
     main_init: Option<MainInitSniffer>,
     debug: bool,
 }
@@ -54,7 +54,7 @@ impl Observer {
         channel_type: ChannelType,
         dir: Direction,
         framing: Option<Framer>,
-        capture: Option<Arc<Mutex<ChannelCapture>>>,
+        capture: Option<Arc<Mutex<ChannelTap>>>,
         on_session_id: Option<SessionIdHook>,
         debug: bool,
     ) -> Self {

@@ -3,12 +3,12 @@
 //! in bytes, never slowing them.
 //!
 //! ```text
-//! relay (display c2s/s2c) ──ChannelCapture──> RenderSink ──> render thread (per session)
-//!                                              (try-send,      message assembly per channel
-//!                                               byte budget)   DisplayRenderer per display channel,
-//!                                                              shared caches and GLZ dictionary
-//!                                                              ──> FrameSink (video) on MARK
-//!                                                              ──> CaptureEvent::Render (session.json)
+//! relay (display c2s/s2c) ──ChannelTap──> RenderSink ──> render thread (per session)
+//!                                          (a tap         message assembly per channel
+//!                                           consumer:     DisplayRenderer per display channel,
+//!                                           try-send,     shared caches and GLZ dictionary
+//!                                           byte budget)  ──> FrameSink (video) on MARK
+//!                                                         ──> tap::Reports (session.json)
 //! ```
 //!
 //! The renderer must see every message in order (a skipped one would
@@ -30,13 +30,10 @@ use time::OffsetDateTime;
 
 use super::canvas::Surface;
 use super::renderer::{DisplayRenderer, RenderEvent, RenderStats, Shared};
-use crate::capture::{CaptureEvent, CaptureSink, ChannelKey};
 use crate::framing::MessageAssembler;
 use crate::link::HeaderKind;
-use crate::protocol::Direction;
-
-/// Bytes charged per event beyond its payload.
-const EVENT_OVERHEAD: usize = 128;
+use crate::protocol::{ChannelType, Direction};
+use crate::tap::{ChannelKey, Consumer, EVENT_OVERHEAD, Reports, TapEvent};
 
 /// Receives the frames of each display's primary surface (the video
 /// recorder implements it).
@@ -92,18 +89,18 @@ impl RenderSink {
     }
 
     /// A display channel joins the session.
-    pub fn open(&self, key: ChannelKey, channel_id: u8) {
+    fn open(&self, key: ChannelKey, channel_id: u8) {
         self.control(Input::Open { key, channel_id });
     }
 
     /// The channel's link stage ended with this header kind.
-    pub fn link(&self, key: ChannelKey, kind: Option<HeaderKind>) {
+    fn link(&self, key: ChannelKey, kind: Option<HeaderKind>) {
         self.control(Input::Link { key, kind });
     }
 
     /// Forwarded bytes of a display channel. Past the budget the renderer
     /// stops for the session (never the relay).
-    pub fn data(&self, key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes) {
+    fn data(&self, key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes) {
         if self.stopped.load(Ordering::Relaxed) {
             return;
         }
@@ -122,24 +119,48 @@ impl RenderSink {
     }
 
     /// A display channel closed.
-    pub fn close(&self, key: ChannelKey) {
+    fn close(&self, key: ChannelKey) {
         self.control(Input::Close { key });
     }
+}
 
-    /// The session ended: the thread finishes and then ends the capture.
-    pub fn end(&self, at: OffsetDateTime) {
+impl Consumer for RenderSink {
+    fn name(&self) -> &'static str {
+        "render"
+    }
+
+    fn wants(&self, channel_type: ChannelType) -> bool {
+        channel_type == ChannelType::DISPLAY
+    }
+
+    /// Never refuses: past its budget the renderer stops for the whole
+    /// session (a skipped message would desynchronise the shared caches),
+    /// which it records itself.
+    fn offer(&self, event: TapEvent) -> Result<(), String> {
+        match event {
+            TapEvent::Open { key, channel_id, .. } => self.open(key, channel_id),
+            TapEvent::StartMessages { key, kind } => self.link(key, kind),
+            TapEvent::Data { key, dir, at, bytes } => self.data(key, dir, at, bytes),
+            TapEvent::Close { key, .. } => self.close(key),
+            TapEvent::Link { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The thread closes every display, reports, then says it is done.
+    fn end(&self, at: OffsetDateTime) {
         self.control(Input::End { at });
     }
 }
 
-/// Starts a session's render thread. Reports go to `capture`, frames to
+/// Starts a session's render thread. Reports go to `reports`, frames to
 /// `frames`; at most `budget` bytes wait in the queue.
 ///
 /// # Errors
 /// The error of spawning the thread.
 pub fn spawn(
     session_id: u32,
-    capture: CaptureSink,
+    reports: Arc<dyn Reports>,
     frames: Option<Box<dyn FrameSink>>,
     budget: usize,
 ) -> std::io::Result<(RenderSink, JoinHandle<()>)> {
@@ -148,7 +169,7 @@ pub fn spawn(
     let sink = RenderSink { tx, queued: queued.clone(), stopped: Arc::new(AtomicBool::new(false)), budget };
     let handle = std::thread::Builder::new().name(format!("render-{session_id}")).spawn(move || {
         let mut t =
-            RenderThread { capture, frames, shared: Shared::default(), channels: HashMap::new(), stopped: None };
+            RenderThread { reports, frames, shared: Shared::default(), channels: HashMap::new(), stopped: None };
         t.run(rx, &queued);
     })?;
     Ok((sink, handle))
@@ -170,7 +191,7 @@ struct Channel {
 const FRAME_INTERVAL: Duration = Duration::from_millis(1000 / 60);
 
 struct RenderThread {
-    capture: CaptureSink,
+    reports: Arc<dyn Reports>,
     frames: Option<Box<dyn FrameSink>>,
     shared: Shared,
     channels: HashMap<ChannelKey, Channel>,
@@ -195,12 +216,12 @@ impl RenderThread {
                 self.flush_frames();
             }
             queued.fetch_sub(cost, Ordering::Relaxed);
-            if let Some(at) = end {
+            if end.is_some() {
                 let keys: Vec<_> = self.channels.keys().copied().collect();
                 for key in keys {
                     self.close(key);
                 }
-                self.capture.send_control(CaptureEvent::End { at });
+                self.reports.consumer_done("render");
                 return;
             }
         }
@@ -260,7 +281,10 @@ impl RenderThread {
         let Some(ch) = self.channels.remove(&key) else { return };
         let video = self.frames.as_mut().and_then(|f| f.close(ch.channel_id));
         let report = RenderReport { stats: ch.renderer.stats, stopped: self.stopped.clone(), video };
-        self.capture.send_control(CaptureEvent::Render { key, report: Box::new(report) });
+        match serde_json::to_value(&report) {
+            Ok(v) => self.reports.consumer_report(key, "render", v),
+            Err(e) => tracing::error!(error = %e, "render report not serialisable"),
+        }
     }
 }
 

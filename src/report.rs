@@ -117,7 +117,7 @@ pub struct ChannelReport {
     /// Why the capture of this channel is incomplete, if it is.
     pub capture_loss: Option<String>,
     /// Display channels: what the renderer did (and the video it wrote).
-    pub render: Option<crate::render::live::RenderReport>,
+    pub render: Option<serde_json::Value>,
 }
 
 impl ChannelReport {
