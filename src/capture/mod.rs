@@ -2,7 +2,7 @@
 //!
 //! The capture is one of the session tap's consumers ([`crate::tap`]) and
 //! the owner of `session.json`, the end of the tap's report path. Each
-//! forwarded chunk (a reference-counted [`Bytes`], not a copy) reaches its
+//! forwarded chunk (a reference-counted [`bytes::Bytes`], not a copy) reaches its
 //! [`CaptureSink`] with a non-blocking send into the session's writer
 //! queue. The queue is bounded in bytes ([`crate::limits::CAPTURE_QUEUE_BYTES`]
 //! by default): a send that would pass the bound is refused, that
