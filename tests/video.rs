@@ -22,13 +22,16 @@ fn ffprobe(file: &Path, entries: &str) -> String {
 }
 
 /// The last decoded frame of a video as RGB24 (ffmpeg overwrites one PPM
-/// with every frame). Decoding starts at the keyframe before the last second:
-/// ffmpeg scales every output frame to the size of its first one.
+/// with every frame). Decoding starts at the keyframe before the last three
+/// seconds: more than the keyframe interval (2 s), so a frame is always in
+/// the window however the session's end falls between frames, and short
+/// enough to stay past the resolution changes (ffmpeg scales every output
+/// frame to the size of its first one).
 fn last_frame(file: &Path, w: usize, h: usize) -> Vec<u8> {
     let ppm = file.with_extension("last.ppm");
     let out = run_bounded(
         Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-sseof", "-1", "-i"])
+            .args(["-v", "error", "-y", "-sseof", "-3", "-i"])
             .arg(file)
             .args(["-fps_mode", "passthrough", "-update", "1", "-pix_fmt", "rgb24"])
             .arg(&ppm),
