@@ -22,12 +22,15 @@
 //! - Consumers: [`capture`] (the writer thread, the synthetic TCP
 //!   conversation in pcap form, `session.json`, and replay of pcaps) and
 //!   [`render`] (the shadow renderer: display messages, images and their
-//!   codecs, canvas, streams; live per session or offline from pcaps).
+//!   codecs, canvas, streams; live per session or offline from pcaps) and
+//!   [`port`] (port-channel decoders: usbredir channels as usbmon pcaps).
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`tls`]: certificates and rustls configurations for both legs;
 //!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
 //! - [`usbredir`]: the usbredir protocol inside usbredir channels, parsed
-//!   per direction from the byte stream, sans-IO.
+//!   per direction from the byte stream, sans-IO; [`usbmon`]: usbredir
+//!   transfers as Linux usbmon records for Wireshark; [`msc`]: USB mass
+//!   storage Bulk-Only Transport wrappers and SCSI command names.
 //! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
 //!   little-endian reader; [`limits`]: every bound on peer input.
 //!
@@ -38,9 +41,12 @@
 
 pub mod auth;
 pub mod capture;
+pub mod flushing;
 pub mod framing;
 pub mod limits;
 pub mod link;
+pub mod msc;
+pub mod port;
 pub mod protocol;
 pub mod proxy;
 pub mod render;
@@ -48,6 +54,7 @@ pub mod report;
 pub mod session;
 pub mod tap;
 pub mod tls;
+pub mod usbmon;
 pub mod usbredir;
 pub mod video;
 pub mod wire;

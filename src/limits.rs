@@ -87,3 +87,7 @@ pub const USBREDIR_MAX_DATA: u32 = 128 * 1024 * 1024;
 /// Most data bytes of a usbredir packet that is not a transfer (the hello's
 /// caps words, a filter's rules string).
 pub const USBREDIR_MAX_CONTROL_DATA: u32 = 64 * 1024;
+
+/// Most bytes waiting for a session's usbredir decoder: past it the decoder
+/// stops following the channel whose data was refused (recorded).
+pub const USBREDIR_QUEUE_BYTES: usize = 64 * 1024 * 1024;

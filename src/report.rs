@@ -118,6 +118,10 @@ pub struct ChannelReport {
     pub capture_loss: Option<String>,
     /// Display channels: what the renderer did (and the video it wrote).
     pub render: Option<serde_json::Value>,
+    /// usbredir channels: what the usbredir decoder saw (devices,
+    /// transfers, mass storage) and its usbmon pcap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usbredir: Option<serde_json::Value>,
 }
 
 impl ChannelReport {
@@ -160,6 +164,7 @@ impl ChannelReport {
             end: None,
             capture_loss: None,
             render: None,
+            usbredir: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::capture::writer;
-use crate::limits::RENDER_QUEUE_BYTES;
+use crate::limits::{RENDER_QUEUE_BYTES, USBREDIR_QUEUE_BYTES};
 use crate::report::{SessionReport, rfc3339};
 use crate::tap::{ChannelKey, Consumer, Reports, SessionTap};
 
@@ -185,6 +185,15 @@ impl Sessions {
                 }
                 Err(e) => {
                     tracing::error!(session_id = id, error = %e, "cannot start the renderer; session not rendered");
+                }
+            }
+            if let Some(dir) = &session_dir {
+                match crate::port::usbredir::spawn(id, dir.clone(), reports.clone(), USBREDIR_QUEUE_BYTES) {
+                    Ok((usbredir, handle)) => {
+                        self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+                        consumers.push(Arc::new(usbredir));
+                    }
+                    Err(e) => tracing::error!(session_id = id, error = %e, "cannot start the usbredir decoder"),
                 }
             }
             SessionTap::new(reports, consumers)

@@ -7,24 +7,19 @@
 //! proxy never notices.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::pcap::{CLIENT_PORT_BASE, TcpConversation};
 use super::{CaptureEvent, CaptureSink};
+use crate::flushing::FlushingFile;
 use crate::report::{SessionReport, rfc3339};
 use crate::tap::{ChannelKey, TapEvent};
-
-/// How often an open pcap is flushed to disk at the latest, so a crash
-/// loses at most this much of a recording.
-const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts the writer thread of a session whose folder is `dir` (created by
 /// the thread) and whose report starts as `report`; at most `budget` bytes
@@ -42,28 +37,6 @@ pub fn spawn(dir: PathBuf, report: SessionReport, budget: usize) -> io::Result<(
         w.run(rx, &queued);
     })?;
     Ok((sink, handle))
-}
-
-/// A buffered file that flushes at least every [`FLUSH_INTERVAL`].
-struct FlushingFile {
-    inner: BufWriter<File>,
-    last_flush: Instant,
-}
-
-impl Write for FlushingFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        if self.last_flush.elapsed() >= FLUSH_INTERVAL {
-            self.inner.flush()?;
-            self.last_flush = Instant::now();
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.last_flush = Instant::now();
-        self.inner.flush()
-    }
 }
 
 struct OpenChannel {
@@ -184,6 +157,7 @@ impl SessionWriter {
                     let mut report = *report;
                     report.pcap = old.pcap.take();
                     report.render = old.render.take();
+                    report.usbredir = old.usbredir.take();
                     if report.capture_loss.is_none() {
                         report.capture_loss = old.capture_loss.take();
                     }
@@ -195,6 +169,7 @@ impl SessionWriter {
                 if let Some(&i) = self.indexes.get(&key) {
                     match consumer {
                         "render" => self.report.channels[i].render = Some(report),
+                        "usbredir" => self.report.channels[i].usbredir = Some(report),
                         other => {
                             tracing::debug!(consumer = other, "report from a consumer session.json has no place for")
                         }
@@ -269,7 +244,6 @@ fn open_pcap(
     port: u16,
     at: std::time::SystemTime,
 ) -> Result<TcpConversation<FlushingFile>, super::pcap::PcapError> {
-    let file = File::create(path)?;
-    let out = FlushingFile { inner: BufWriter::with_capacity(256 * 1024, file), last_flush: Instant::now() };
+    let out = FlushingFile::create(path)?;
     TcpConversation::open(out, port, at)
 }
