@@ -30,7 +30,9 @@
 //! - [`usbredir`]: the usbredir protocol inside usbredir channels, parsed
 //!   per direction from the byte stream, sans-IO; [`usbmon`]: usbredir
 //!   transfers as Linux usbmon records for Wireshark; [`msc`]: USB mass
-//!   storage Bulk-Only Transport wrappers and SCSI command names.
+//!   storage Bulk-Only Transport wrappers and SCSI command names;
+//!   [`usb_disk`]: the virtual USB disk (Bulk-Only Transport and SCSI over a
+//!   raw image) spicetap can attach to a guest.
 //! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
 //!   little-endian reader; [`limits`]: every bound on peer input.
 //!
@@ -54,6 +56,7 @@ pub mod report;
 pub mod session;
 pub mod tap;
 pub mod tls;
+pub mod usb_disk;
 pub mod usbmon;
 pub mod usbredir;
 pub mod video;
