@@ -25,6 +25,8 @@
 //!   codecs, canvas, streams; live per session or offline from pcaps) and
 //!   [`port`] (port-channel decoders: usbredir channels as usbmon pcaps).
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
+//! - [`inject`]: channels spicetap opens itself in a client's session (the
+//!   usb-host of `--usb-disk`).
 //! - [`tls`]: certificates and rustls configurations for both legs;
 //!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
 //! - [`usbredir`]: the usbredir protocol inside usbredir channels, parsed
@@ -45,6 +47,7 @@ pub mod auth;
 pub mod capture;
 pub mod flushing;
 pub mod framing;
+pub mod inject;
 pub mod limits;
 pub mod link;
 pub mod msc;

@@ -798,6 +798,24 @@ impl UsbredirDecoder {
     }
 }
 
+/// One usbredir packet in wire form: `usb_redir_header` (with a 64-bit id
+/// when `ids64`, else 32-bit), the type header, the data. Callers bound the
+/// data to [`USBREDIR_MAX_DATA`]; a longer length would saturate.
+pub fn encode_packet(packet_type: u32, id: u64, ids64: bool, type_header: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16 + type_header.len() + data.len());
+    v.extend_from_slice(&packet_type.to_le_bytes());
+    let length = u32::try_from(type_header.len() + data.len()).unwrap_or(u32::MAX);
+    v.extend_from_slice(&length.to_le_bytes());
+    if ids64 {
+        v.extend_from_slice(&id.to_le_bytes());
+    } else {
+        v.extend_from_slice(&(id as u32).to_le_bytes());
+    }
+    v.extend_from_slice(type_header);
+    v.extend_from_slice(data);
+    v
+}
+
 /// Fills in what a packet's data says of its header (the hello's caps).
 fn finish(mut p: Packet) -> Packet {
     if let TypeHeader::Hello { caps, .. } = &mut p.header {
