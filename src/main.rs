@@ -191,6 +191,19 @@ struct ProxyArgs {
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     capture_queue_mib: usize,
+    /// Attach this raw image (a multiple of 512 bytes) to every session's
+    /// guest as a USB disk, on a usbredir channel spicetap links itself
+    /// (the session's highest-numbered one, withheld from the client).
+    #[arg(long, value_name = "FILE")]
+    usb_disk: Option<PathBuf>,
+    /// With --usb-disk: attach it read-only (the file is never opened for
+    /// writing).
+    #[arg(long, requires = "usb_disk")]
+    usb_disk_ro: bool,
+    /// The server's SPICE password, for the channels spicetap links itself
+    /// (--usb-disk) in passthrough mode. Never logged.
+    #[arg(long, value_name = "FILE")]
+    upstream_password_file: Option<PathBuf>,
 }
 
 fn parse_channels(list: &str) -> Result<Vec<ChannelType>> {
@@ -341,6 +354,38 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         Some(config)
     };
 
+    let usb_disk = match &args.usb_disk {
+        None => None,
+        Some(path) => {
+            if tokens.is_some() {
+                bail!("--usb-disk is not available in token mode yet");
+            }
+            let password = match &args.upstream_password_file {
+                None => None,
+                Some(file) => {
+                    #[cfg(unix)]
+                    {
+                        use std::os::unix::fs::PermissionsExt;
+                        if std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                            tracing::warn!(file = %file.display(), "the password file may be read by others (chmod 600)");
+                        }
+                    }
+                    let text = std::fs::read_to_string(file)
+                        .with_context(|| format!("--upstream-password-file {}", file.display()))?;
+                    Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+                }
+            };
+            let config = spicetap::inject::usb_channel::UsbDiskConfig {
+                path: path.clone(),
+                read_only: args.usb_disk_ro,
+                password,
+            };
+            let size = config.check().map_err(anyhow::Error::msg)?;
+            tracing::info!(file = %path.display(), bytes = size, read_only = args.usb_disk_ro, "USB disk attached to every session");
+            Some(std::sync::Arc::new(config))
+        }
+    };
+
     let config = ProxyConfig {
         listen,
         tls_listen: args.tls_listen,
@@ -356,6 +401,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         debug_channels,
         max_connections: args.max_connections,
         capture_queue_bytes: args.capture_queue_mib.saturating_mul(1024 * 1024),
+        usb_disk,
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
     proxy.run(stop_signal()).await.context("running the proxy")?;

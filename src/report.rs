@@ -104,6 +104,10 @@ pub struct ChannelReport {
     /// Token mode: `SPICE_MSG_MAIN_MIGRATE_*` messages not passed to the
     /// client.
     pub migrate_messages_withheld: Option<u64>,
+    /// `--usb-disk`: channels taken out of the `SPICE_MSG_MAIN_CHANNELS_LIST`
+    /// the client received (spicetap links them itself), e.g. `usbredir 1`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels_withheld: Vec<String>,
     /// Caps the client sent.
     pub client_caps: CapsReport,
     /// Caps the server answered.
@@ -155,6 +159,7 @@ impl ChannelReport {
             vm_caps: None,
             caps_differences: Vec::new(),
             migrate_messages_withheld: None,
+            channels_withheld: Vec::new(),
             auth_mechanism: None,
             link_error: None,
             client_caps: CapsReport::default(),

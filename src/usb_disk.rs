@@ -74,6 +74,49 @@ impl Storage for Vec<u8> {
     }
 }
 
+/// A raw image file as [`Storage`]: positioned reads and writes, `fsync`
+/// on flush. Opened read-only for a read-only disk, so the file is never
+/// opened for writing then.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: std::fs::File,
+    size: u64,
+}
+
+impl FileStorage {
+    /// Opens `path`; its size must be a non-zero multiple of [`BLOCK`].
+    ///
+    /// # Errors
+    /// The open error, or `InvalidData` for a size that is not whole
+    /// blocks.
+    pub fn open(path: &std::path::Path, read_only: bool) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new().read(true).write(!read_only).open(path)?;
+        let size = file.metadata()?.len();
+        if size == 0 || size % BLOCK != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is {size} bytes, not a non-zero multiple of {BLOCK}", path.display()),
+            ));
+        }
+        Ok(Self { file, size })
+    }
+}
+
+impl Storage for FileStorage {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&self.file, buf, offset)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
 /// Sense keys (SPC-4 4.5.6).
 #[allow(missing_docs)]
 pub mod sense_key {

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use super::io::BoxedStream;
 use super::link_stage::{self, LinkEnd, LinkPolicy, LinkStage};
-use super::relay::{DropFilter, Observer, RelayEnd, SessionIdHook, relay};
+use super::relay::{MessageFilter, Observer, RelayEnd, SessionIdHook, relay};
 use super::token_link::{self, TokenAuth, TokenOutcome};
 use super::upstream::Upstream;
 use crate::auth::audit::{AuditEvent, AuditLog};
@@ -47,6 +47,8 @@ pub struct Shared {
     pub tokens: Option<Arc<TokenAuth>>,
     /// Display caps removed from clients' link messages (`--stream-codecs`).
     pub display_caps_removed: u32,
+    /// The disk attached to every session's guest (`--usb-disk`).
+    pub usb_disk: Option<Arc<crate::inject::usb_channel::UsbDiskConfig>>,
 }
 
 /// Which channels must reach spicetap over TLS (`--require-client-tls`).
@@ -210,11 +212,36 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
                 Observer::new(ct, Direction::ServerToClient, framing.map(Framer::new), capture.clone(), hook, debug);
             // Token mode: the client must never learn a VM's address.
             let mut filter = (token.is_some() && ct == ChannelType::MAIN)
-                .then(|| framing.map(|k| DropFilter::new(k, is_main_migrate)))
+                .then(|| framing.map(|k| MessageFilter::new(k, is_main_migrate)))
                 .flatten();
+            // --usb-disk: the usbredir channel spicetap links itself is
+            // withheld from the client's channel list.
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let withheld = Arc::new(Mutex::new(Vec::new()));
+            let injector = match (&shared.usb_disk, framing) {
+                (Some(disk), Some(kind)) if ct == ChannelType::MAIN && token.is_none() => {
+                    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    filter = Some(
+                        MessageFilter::new(kind, |_| false)
+                            .with_rewrite(SPICE_MSG_MAIN_CHANNELS_LIST, withhold_usbredir(tx, withheld.clone())),
+                    );
+                    Some(tokio::spawn(inject_usb_disk(rx, stop_rx, shared.clone(), slot.clone(), disk.clone())))
+                }
+                _ => None,
+            };
             let (first, reason, error) =
                 relay_both(client, upstream, &mut c2s, &mut s2c, filter.as_mut(), &shared.shutdown).await;
-            report.migrate_messages_withheld = filter.map(|f| f.dropped);
+            let _ = stop_tx.send(true);
+            if token.is_some() {
+                report.migrate_messages_withheld = filter.map(|f| f.dropped);
+            } else {
+                drop(filter);
+            }
+            report.channels_withheld = withheld.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            if let Some(task) = injector {
+                // The injected channel ends with its main channel.
+                let _ = task.await;
+            }
             report.client_to_server =
                 DirectionReport::from_counts(ct, Direction::ClientToServer, c2s.bytes, &c2s.counts);
             report.server_to_client =
@@ -275,6 +302,112 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     }
 }
 
+/// `SPICE_MSG_MAIN_CHANNELS_LIST` (spice-protocol `enums.h`).
+const SPICE_MSG_MAIN_CHANNELS_LIST: u16 = 104;
+
+/// The rewrite of `SPICE_MSG_MAIN_CHANNELS_LIST` (u32 count, then count x
+/// {u8 type, u8 id}) for `--usb-disk`: the first list's highest-numbered
+/// usbredir channel is taken out (and later lists' entries for it), its id
+/// sent to the injection task, and the change recorded in `withheld`.
+fn withhold_usbredir(
+    tx: tokio::sync::mpsc::UnboundedSender<u8>,
+    withheld: Arc<Mutex<Vec<String>>>,
+) -> super::relay::Rewrite {
+    let mut chosen: Option<u8> = None;
+    let mut first = true;
+    Box::new(move |body: &[u8]| {
+        let Some((count, entries)) = body.split_first_chunk::<4>() else { return body.to_vec() };
+        let n = u32::from_le_bytes(*count) as usize;
+        let Some(entries) = entries.get(..n.saturating_mul(2)) else { return body.to_vec() };
+        let pairs: Vec<(u8, u8)> = entries.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        if first {
+            first = false;
+            chosen = pairs.iter().filter(|p| p.0 == ChannelType::USBREDIR.0).map(|p| p.1).max();
+            match chosen {
+                Some(id) => {
+                    let _ = tx.send(id);
+                }
+                None => {
+                    tracing::warn!(
+                        "--usb-disk: the server has no usbredir channel; the session goes on without the disk"
+                    );
+                    withheld.lock().unwrap_or_else(PoisonError::into_inner).push("none: no usbredir channel".into());
+                }
+            }
+        }
+        let Some(id) = chosen else { return body.to_vec() };
+        let kept: Vec<(u8, u8)> = pairs.iter().copied().filter(|p| *p != (ChannelType::USBREDIR.0, id)).collect();
+        if kept.len() == pairs.len() {
+            return body.to_vec();
+        }
+        withheld.lock().unwrap_or_else(PoisonError::into_inner).push(format!("usbredir {id}"));
+        let mut out = (kept.len() as u32).to_le_bytes().to_vec();
+        for (t, i) in kept {
+            out.extend_from_slice(&[t, i]);
+        }
+        out.extend_from_slice(&body[4 + n * 2..]);
+        out
+    })
+}
+
+/// The `--usb-disk` channel of one session: waits for the channel id the
+/// list rewrite picks, joins the session, links the channel upstream and
+/// serves the disk until the main channel ends.
+async fn inject_usb_disk(
+    mut ids: tokio::sync::mpsc::UnboundedReceiver<u8>,
+    stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    slot: SessionSlot,
+    disk: Arc<crate::inject::usb_channel::UsbDiskConfig>,
+) {
+    use crate::inject::usb_channel::{InjectError, Traffic, run};
+    let Some(channel_id) = ids.recv().await else { return };
+    let Some(main_session) = slot.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
+        tracing::warn!("--usb-disk: channel list before the session id; no disk for this session");
+        return;
+    };
+    let opened = OffsetDateTime::now_utc();
+    let accepted = SystemTime::now();
+    let (session, _) = shared.sessions.join(main_session.id, "spicetap --usb-disk", opened);
+    let key = shared.sessions.next_key();
+    let ct = ChannelType::USBREDIR;
+    let mut report = ChannelReport::new(ct, channel_id, session.id, "spicetap --usb-disk".into(), opened);
+    let tap = session.tap.as_ref().map(|t| {
+        let c = Arc::new(Mutex::new(ChannelTap::pending(key, ct)));
+        t.reports().channel_opened(key, Box::new(report.clone()));
+        c.lock().unwrap_or_else(PoisonError::into_inner).attach(t, channel_id, accepted);
+        c
+    });
+    let leg = shared.upstream.first_leg(ct);
+    let mut traffic = Traffic::default();
+    let result = match shared.upstream.connect(leg).await {
+        Ok(up) => {
+            report.upstream_address = Some(up.address.clone());
+            report.upstream_tls.clone_from(&up.tls);
+            run(up.stream, session.id, channel_id, &disk, tap.as_deref(), &mut traffic, stop).await
+        }
+        Err(e) => Err(InjectError::Io(e)),
+    };
+    let (reason, error) = match &result {
+        Ok(()) => ("client_closed", None),
+        Err(e) => {
+            tracing::error!(channel_id, error = %e, "--usb-disk: the disk could not be attached");
+            ("error", Some(e.to_string()))
+        }
+    };
+    report.client_to_server.bytes = traffic.to_server;
+    report.server_to_client.bytes = traffic.from_server;
+    report.closed = Some(rfc3339(OffsetDateTime::now_utc()));
+    report.end = Some(EndReport { reason: reason.to_string(), error });
+    if let (Some(c), Some(t)) = (&tap, &session.tap) {
+        let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
+        c.close(Direction::ClientToServer, SystemTime::now());
+        report.capture_loss = c.loss_of("capture").map(str::to_string);
+        t.reports().channel_closed(key, Box::new(report));
+    }
+    shared.sessions.leave(&session);
+}
+
 /// `SPICE_MSG_MAIN_MIGRATE_*` (spice-protocol `enums.h`): BEGIN 101,
 /// CANCEL 102, SWITCH_HOST 111, END 112, BEGIN_SEAMLESS 116,
 /// DST_SEAMLESS_ACK 117, DST_SEAMLESS_NACK 118.
@@ -289,7 +422,7 @@ async fn relay_both(
     upstream: BoxedStream,
     c2s: &mut Observer,
     s2c: &mut Observer,
-    s2c_filter: Option<&mut DropFilter>,
+    s2c_filter: Option<&mut MessageFilter>,
     shutdown: &watch::Receiver<bool>,
 ) -> (Direction, &'static str, Option<String>) {
     let (cr, cw) = tokio::io::split(client);
@@ -359,5 +492,37 @@ impl Binder {
         }
         tracing::debug!(session_id = id, "channel joined session");
         *slot = Some(session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_highest_usbredir_channel_is_withheld_from_every_list() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let withheld = Arc::new(Mutex::new(Vec::new()));
+        let mut rewrite = withhold_usbredir(tx, withheld.clone());
+        // main 0, display 0, usbredir 0 and 1, webdav 0.
+        let list = [5, 0, 0, 0, 1, 0, 2, 0, 9, 0, 9, 1, 11, 0];
+        assert_eq!(rewrite(&list), [4, 0, 0, 0, 1, 0, 2, 0, 9, 0, 11, 0]);
+        assert_eq!(rx.try_recv(), Ok(1));
+        // A later single-entry announcement of the same channel is withheld too.
+        assert_eq!(rewrite(&[1, 0, 0, 0, 9, 1]), [0, 0, 0, 0]);
+        assert_eq!(rewrite(&[1, 0, 0, 0, 3, 0]), [1, 0, 0, 0, 3, 0]);
+        assert_eq!(*withheld.lock().unwrap(), ["usbredir 1", "usbredir 1"]);
+        // A truncated list passes unchanged.
+        assert_eq!(rewrite(&[9, 0, 0, 0, 9, 1]), [9, 0, 0, 0, 9, 1]);
+    }
+
+    #[test]
+    fn a_server_without_usbredir_is_recorded() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let withheld = Arc::new(Mutex::new(Vec::new()));
+        let mut rewrite = withhold_usbredir(tx, withheld.clone());
+        assert_eq!(rewrite(&[1, 0, 0, 0, 1, 0]), [1, 0, 0, 0, 1, 0]);
+        assert!(rx.try_recv().is_err());
+        assert_eq!(*withheld.lock().unwrap(), ["none: no usbredir channel"]);
     }
 }

@@ -67,6 +67,8 @@ pub struct ProxyConfig {
     /// Most bytes of traffic queued for one session's capture writer (see
     /// [`crate::limits::CAPTURE_QUEUE_BYTES`]).
     pub capture_queue_bytes: usize,
+    /// Attach this disk to every session's guest (`--usb-disk`).
+    pub usb_disk: Option<Arc<crate::inject::usb_channel::UsbDiskConfig>>,
 }
 
 /// A failure to start the proxy.
@@ -199,6 +201,7 @@ impl Proxy {
             display_caps_removed: self.config.display_caps_removed,
             debug_channels: self.config.debug_channels.clone(),
             shutdown: stop_rx,
+            usb_disk: self.config.usb_disk.clone(),
         });
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         let mut tasks = JoinSet::new();

@@ -137,26 +137,58 @@ impl MainInitSniffer {
     }
 }
 
+/// A rewrite of one message body into another (see [`MessageFilter`]).
+pub type Rewrite = Box<dyn FnMut(&[u8]) -> Vec<u8> + Send>;
+
+/// Most bytes of a message body held for a rewrite; a longer message of
+/// that type passes unchanged.
+const MAX_REWRITE: u32 = 64 * 1024;
+
 /// Removes whole messages of chosen types from a stream (token mode drops
-/// `SPICE_MSG_MAIN_MIGRATE_*` so a client never learns a VM's address).
+/// `SPICE_MSG_MAIN_MIGRATE_*` so a client never learns a VM's address), and
+/// rewrites whole messages of one type (`--usb-disk` withholds the usbredir
+/// channel spicetap links itself from `SPICE_MSG_MAIN_CHANNELS_LIST`).
 ///
-/// A header cut across chunks is held back (at most 17 bytes) until it is
-/// whole and its type known; everything else passes at once.
-pub struct DropFilter {
+/// A header cut across chunks is held back (at most 18 bytes) until it is
+/// whole and its type known; a message to rewrite is held until whole (at
+/// most 64 KiB); everything else passes at once.
+pub struct MessageFilter {
     kind: HeaderKind,
     drop: fn(u16) -> bool,
+    rewrite: Option<(u16, Rewrite)>,
     header: Vec<u8>,
     body_left: u32,
     dropping: bool,
+    /// The header and body gathered of a message to rewrite.
+    held: Option<(Vec<u8>, Vec<u8>)>,
     /// Messages removed so far.
     pub dropped: u64,
+    /// Messages rewritten so far.
+    pub rewritten: u64,
 }
 
-impl DropFilter {
+impl MessageFilter {
     /// A filter for headers of `kind` removing messages whose type `drop`
     /// selects.
     pub fn new(kind: HeaderKind, drop: fn(u16) -> bool) -> Self {
-        Self { kind, drop, header: Vec::with_capacity(18), body_left: 0, dropping: false, dropped: 0 }
+        Self {
+            kind,
+            drop,
+            rewrite: None,
+            header: Vec::with_capacity(18),
+            body_left: 0,
+            dropping: false,
+            held: None,
+            dropped: 0,
+            rewritten: 0,
+        }
+    }
+
+    /// Also passes every message of type `msg_type` (without a sub-message
+    /// list, at most 64 KiB) through `rewrite`.
+    pub fn with_rewrite(mut self, msg_type: u16, rewrite: Rewrite) -> Self {
+        self.rewrite = Some((msg_type, rewrite));
+        self
     }
 
     /// Appends to `out` the bytes of `chunk` that go on.
@@ -165,16 +197,26 @@ impl DropFilter {
     /// [`FramingError::TooLarge`] for a header over the size bound.
     pub fn apply(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), FramingError> {
         let hsize = self.kind.size();
+        let (ty_at, size_at) = match self.kind {
+            HeaderKind::Mini => (0, 2),
+            HeaderKind::Full => (8, 10),
+        };
         let mut pos = 0;
         while pos < chunk.len() {
             if self.body_left > 0 {
                 let take = usize::try_from(self.body_left).map_or(chunk.len() - pos, |l| l.min(chunk.len() - pos));
-                if !self.dropping {
-                    out.extend_from_slice(&chunk[pos..pos + take]);
+                let piece = &chunk[pos..pos + take];
+                if let Some((_, body)) = &mut self.held {
+                    body.extend_from_slice(piece);
+                } else if !self.dropping {
+                    out.extend_from_slice(piece);
                 }
                 pos += take;
                 // take <= body_left
                 self.body_left -= take as u32;
+                if self.body_left == 0 {
+                    self.release(out, ty_at, size_at);
+                }
                 continue;
             }
             let take = (hsize - self.header.len()).min(chunk.len() - pos);
@@ -183,10 +225,6 @@ impl DropFilter {
             if self.header.len() < hsize {
                 break;
             }
-            let (ty_at, size_at) = match self.kind {
-                HeaderKind::Mini => (0, 2),
-                HeaderKind::Full => (8, 10),
-            };
             let msg_type = u16::from_le_bytes([self.header[ty_at], self.header[ty_at + 1]]);
             let h = &self.header[size_at..size_at + 4];
             let size = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
@@ -194,16 +232,35 @@ impl DropFilter {
                 return Err(FramingError::TooLarge { msg_type, declared: size, max: crate::limits::MAX_MESSAGE_SIZE });
             }
             self.dropping = (self.drop)(msg_type);
+            let sub_list = self.kind == HeaderKind::Full && self.header[14..18] != [0, 0, 0, 0];
+            let rewrite =
+                self.rewrite.as_ref().is_some_and(|(t, _)| *t == msg_type) && size <= MAX_REWRITE && !sub_list;
             if self.dropping {
                 self.dropped += 1;
                 tracing::info!(msg_type, "message withheld from the client");
+            } else if rewrite {
+                self.held = Some((self.header.clone(), Vec::with_capacity(size as usize)));
             } else {
                 out.extend_from_slice(&self.header);
             }
             self.header.clear();
             self.body_left = size;
+            if size == 0 && self.held.is_some() {
+                self.release(out, ty_at, size_at);
+            }
         }
         Ok(())
+    }
+
+    /// Rewrites a held message and sends it on with its new size.
+    fn release(&mut self, out: &mut Vec<u8>, _ty_at: usize, size_at: usize) {
+        let Some((mut header, body)) = self.held.take() else { return };
+        let Some((_, rewrite)) = self.rewrite.as_mut() else { return };
+        let body = rewrite(&body);
+        self.rewritten += 1;
+        header[size_at..size_at + 4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&body);
     }
 }
 
@@ -228,7 +285,7 @@ pub async fn relay(
     mut from: ReadHalf<BoxedStream>,
     mut to: WriteHalf<BoxedStream>,
     observer: &mut Observer,
-    mut filter: Option<&mut DropFilter>,
+    mut filter: Option<&mut MessageFilter>,
     mut shutdown: watch::Receiver<bool>,
 ) -> RelayEnd {
     let mut buf = BytesMut::with_capacity(RELAY_BUFFER_SIZE);
@@ -297,7 +354,7 @@ mod tests {
         expected.extend(mini(4, &[5; 3]));
         for a in 0..=stream.len() {
             for b in a..=stream.len() {
-                let mut f = DropFilter::new(HeaderKind::Mini, |t| t == 101);
+                let mut f = MessageFilter::new(HeaderKind::Mini, |t| t == 101);
                 let mut out = Vec::new();
                 for (x, y) in [(0, a), (a, b), (b, stream.len())] {
                     f.apply(&stream[x..y], &mut out).unwrap();
@@ -306,5 +363,47 @@ mod tests {
                 assert_eq!(f.dropped, 1);
             }
         }
+    }
+
+    #[test]
+    fn rewrite_replaces_a_whole_message_and_its_size_at_any_cut() {
+        // CHANNELS_LIST (104) with two entries; the rewrite keeps the first.
+        let mut stream = mini(103, &[1, 2, 3, 4]);
+        stream.extend(mini(104, &[2, 0, 0, 0, 9, 0, 9, 1]));
+        stream.extend(mini(4, &[5; 3]));
+        let mut expected = mini(103, &[1, 2, 3, 4]);
+        expected.extend(mini(104, &[1, 0, 0, 0, 9, 0]));
+        expected.extend(mini(4, &[5; 3]));
+        for a in 0..=stream.len() {
+            for b in a..=stream.len() {
+                let rewrite: Rewrite = Box::new(|body: &[u8]| {
+                    let mut out = 1u32.to_le_bytes().to_vec();
+                    out.extend_from_slice(&body[4..6]);
+                    out
+                });
+                let mut f = MessageFilter::new(HeaderKind::Mini, |_| false).with_rewrite(104, rewrite);
+                let mut out = Vec::new();
+                for (x, y) in [(0, a), (a, b), (b, stream.len())] {
+                    f.apply(&stream[x..y], &mut out).unwrap();
+                }
+                assert_eq!(out, expected, "cuts {a} {b}");
+                assert_eq!(f.rewritten, 1);
+            }
+        }
+    }
+
+    #[test]
+    fn full_headers_with_sub_lists_are_not_rewritten() {
+        // Full header: serial u64, type u16, size u32, sub_list u32.
+        let mut m = 1u64.to_le_bytes().to_vec();
+        m.extend(104u16.to_le_bytes());
+        m.extend(6u32.to_le_bytes());
+        m.extend(2u32.to_le_bytes());
+        m.extend([1, 0, 0, 0, 9, 0]);
+        let rewrite: Rewrite = Box::new(|_: &[u8]| Vec::new());
+        let mut f = MessageFilter::new(HeaderKind::Full, |_| false).with_rewrite(104, rewrite);
+        let mut out = Vec::new();
+        f.apply(&m, &mut out).unwrap();
+        assert_eq!(out, m);
     }
 }

@@ -168,6 +168,10 @@ impl Qemu {
             "spicevmc,name=usbredir,id=ur1",
             "-device",
             "usb-redir,chardev=ur1",
+            "-chardev",
+            "spicevmc,name=usbredir,id=ur2",
+            "-device",
+            "usb-redir,chardev=ur2",
         ]
         .iter()
         .chain(extra)
