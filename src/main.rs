@@ -201,7 +201,8 @@ struct ProxyArgs {
     #[arg(long, requires = "usb_disk")]
     usb_disk_ro: bool,
     /// The server's SPICE password, for the channels spicetap links itself
-    /// (--usb-disk) in passthrough mode. Never logged.
+    /// (--usb-disk) in passthrough mode (token mode uses each target's).
+    /// Never logged.
     #[arg(long, value_name = "FILE")]
     upstream_password_file: Option<PathBuf>,
 }
@@ -357,9 +358,6 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     let usb_disk = match &args.usb_disk {
         None => None,
         Some(path) => {
-            if tokens.is_some() {
-                bail!("--usb-disk is not available in token mode yet");
-            }
             let password = match &args.upstream_password_file {
                 None => None,
                 Some(file) => {

@@ -114,3 +114,52 @@ fn usb_disk_is_attached_read_write() {
 fn usb_disk_ro_refuses_writes() {
     disk_case(true);
 }
+
+/// Token mode: spicetap links the injected channel to the client's target
+/// with the target's password (the VM has one; the client only knows its
+/// token).
+#[test]
+fn usb_disk_in_token_mode_uses_the_targets_password() {
+    const PASSWORD: &str = "vm-Secret-disk";
+    const TOKEN: &str = "tok-usb-disk-1";
+    let dir = Scratch::new("usb-disk-tokens");
+    let image = dir.path.join("disk.img");
+    std::fs::write(&image, noise(4 * 1024 * 1024)).unwrap();
+    let before = md5_of(&image);
+    let qemu = Qemu::linux_password(&dir.path, PASSWORD, "spicetap.md5=sda");
+    let targets = dir.path.join("targets.toml");
+    std::fs::write(
+        &targets,
+        format!(
+            "[[target]]\nname = \"vm\"\ntoken = \"{TOKEN}\"\nupstream = \"127.0.0.1:{}\"\npassword = \"{PASSWORD}\"\n",
+            qemu.port
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&targets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--auth",
+        "tokens",
+        "--targets",
+        targets.to_str().unwrap(),
+        "--no-video",
+        "--usb-disk",
+        image.to_str().unwrap(),
+        "--usb-disk-ro",
+    ];
+    let mut tap = Spicetap::start_args(&dir.path, true, &args);
+    let x = Xvfb::start();
+    let mut viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}?password={TOKEN}", tap.port()), &[]);
+    let md5 = serial_line(&qemu, "SPICETAP-MD5:/dev/sda:");
+    assert_eq!(md5, format!("SPICETAP-MD5:/dev/sda:{before}:{}", 4 * 1024 * 1024));
+    viewer.terminate(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(1));
+    tap.stop();
+    let log = tap.log_text();
+    assert!(!log.contains(PASSWORD) && !log.contains(TOKEN), "no secret in the log");
+}

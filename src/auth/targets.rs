@@ -287,6 +287,11 @@ impl Targets {
         }
     }
 
+    /// The target named `name` (names are unique in a targets file).
+    pub fn by_name(&self, name: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.name == name)
+    }
+
     /// The caps spicetap advertises to clients for channel type `ct`.
     pub fn advertised_caps(&self, ct: ChannelType) -> Caps {
         self.caps

@@ -218,14 +218,38 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
             // withheld from the client's channel list.
             let (stop_tx, stop_rx) = watch::channel(false);
             let withheld = Arc::new(Mutex::new(Vec::new()));
-            let injector = match (&shared.usb_disk, framing) {
-                (Some(disk), Some(kind)) if ct == ChannelType::MAIN && token.is_none() => {
+            // Where the injected channel goes: the upstream, or in token
+            // mode the client's target with its password.
+            let inject_to = match (&shared.usb_disk, &token) {
+                (Some(disk), None) => Some((shared.upstream.clone(), disk.clone())),
+                (Some(disk), Some(t)) => {
+                    t.target.as_deref().and_then(|name| shared.tokens.as_ref()?.targets.by_name(name)).map(|target| {
+                        let config = crate::inject::usb_channel::UsbDiskConfig {
+                            password: Some(target.password().to_vec()),
+                            ..(**disk).clone()
+                        };
+                        (target.upstream.clone(), Arc::new(config))
+                    })
+                }
+                (None, _) => None,
+            };
+            let injector = match (inject_to, framing) {
+                (Some((upstream, disk)), Some(kind)) if ct == ChannelType::MAIN => {
                     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                    let drop = if token.is_some() { is_main_migrate } else { |_| false };
                     filter = Some(
-                        MessageFilter::new(kind, |_| false)
+                        MessageFilter::new(kind, drop)
                             .with_rewrite(SPICE_MSG_MAIN_CHANNELS_LIST, withhold_usbredir(tx, withheld.clone())),
                     );
-                    Some(tokio::spawn(inject_usb_disk(rx, stop_rx, shared.clone(), slot.clone(), disk.clone())))
+                    let task = InjectTask {
+                        ids: rx,
+                        stop: stop_rx,
+                        shared: shared.clone(),
+                        slot: slot.clone(),
+                        upstream,
+                        disk,
+                    };
+                    Some(tokio::spawn(inject_usb_disk(task)))
                 }
                 _ => None,
             };
@@ -353,14 +377,18 @@ fn withhold_usbredir(
 /// The `--usb-disk` channel of one session: waits for the channel id the
 /// list rewrite picks, joins the session, links the channel upstream and
 /// serves the disk until the main channel ends.
-async fn inject_usb_disk(
-    mut ids: tokio::sync::mpsc::UnboundedReceiver<u8>,
+struct InjectTask {
+    ids: tokio::sync::mpsc::UnboundedReceiver<u8>,
     stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
     slot: SessionSlot,
+    upstream: Arc<super::upstream::Upstream>,
     disk: Arc<crate::inject::usb_channel::UsbDiskConfig>,
-) {
+}
+
+async fn inject_usb_disk(task: InjectTask) {
     use crate::inject::usb_channel::{InjectError, Traffic, run};
+    let InjectTask { mut ids, stop, shared, slot, upstream, disk } = task;
     let Some(channel_id) = ids.recv().await else { return };
     let Some(main_session) = slot.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
         tracing::warn!("--usb-disk: channel list before the session id; no disk for this session");
@@ -378,9 +406,9 @@ async fn inject_usb_disk(
         c.lock().unwrap_or_else(PoisonError::into_inner).attach(t, channel_id, accepted);
         c
     });
-    let leg = shared.upstream.first_leg(ct);
+    let leg = upstream.first_leg(ct);
     let mut traffic = Traffic::default();
-    let result = match shared.upstream.connect(leg).await {
+    let result = match upstream.connect(leg).await {
         Ok(up) => {
             report.upstream_address = Some(up.address.clone());
             report.upstream_tls.clone_from(&up.tls);

@@ -144,7 +144,19 @@ impl Qemu {
         Self::linux_with(dir, spice_opts, append, &["-S"])
     }
 
+    /// The Linux guest behind a SPICE password; returned once it drew its
+    /// screen.
+    pub fn linux_password(dir: &Path, password: &str, append: &str) -> Self {
+        let q = Self::linux_args(dir, "password-secret=spicepw", append, &[], Some(password));
+        q.wait_serial("SPICETAP-GUEST-READY", Duration::from_secs(180));
+        q
+    }
+
     fn linux_with(dir: &Path, spice_opts: &str, append: &str, extra: &[&str]) -> Self {
+        Self::linux_args(dir, spice_opts, append, extra, None)
+    }
+
+    fn linux_args(dir: &Path, spice_opts: &str, append: &str, extra: &[&str], password: Option<&str>) -> Self {
         let guest = build_guest();
         let kernel = guest.join("vmlinuz");
         let initrd = guest.join("initrd.img");
@@ -177,7 +189,14 @@ impl Qemu {
         .chain(extra)
         .map(|s| s.to_string())
         .collect();
-        Self::start(dir, spice_opts, &args)
+        match password {
+            None => Self::start(dir, spice_opts, &args),
+            Some(p) => {
+                let mut args = args;
+                args.extend(["-object".to_string(), format!("secret,id=spicepw,data={p}")]);
+                Self::start_with(dir, spice_opts, &args, false)
+            }
+        }
     }
 
     /// SeaBIOS with a TLS port too: a CA and a server certificate for
