@@ -124,8 +124,11 @@ struct ImageLock(PathBuf);
 impl ImageLock {
     fn take(path: &Path) -> Option<Self> {
         let key = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-        let mut set = IN_USE.lock().unwrap_or_else(PoisonError::into_inner);
-        set.get_or_insert_with(HashSet::new).insert(key.clone()).then_some(Self(key))
+        let inserted =
+            IN_USE.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(HashSet::new).insert(key.clone());
+        // Built only when taken: a lock dropped here would free the image
+        // (and take the set's mutex again).
+        if inserted { Some(Self(key)) } else { None }
     }
 }
 
@@ -339,4 +342,42 @@ async fn send_vmc<S: AsyncWrite + Unpin>(
         record(Direction::ClientToServer, &m, false);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_write_image_serves_one_session_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, vec![0u8; 1024]).unwrap();
+        let first = ImageLock::take(&path).expect("free");
+        assert!(ImageLock::take(&path).is_none(), "a second read-write attach is refused");
+        drop(first);
+        assert!(ImageLock::take(&path).is_some(), "free again once the first session ends");
+    }
+
+    #[test]
+    fn images_that_are_not_whole_blocks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd.img");
+        std::fs::write(&path, vec![0u8; 1000]).unwrap();
+        let config = UsbDiskConfig { path: path.clone(), read_only: true, password: None };
+        assert!(config.check().unwrap_err().contains("not a non-zero multiple of 512"));
+        std::fs::write(&path, vec![0u8; 2048]).unwrap();
+        assert_eq!(config.check(), Ok(2048));
+        let missing = UsbDiskConfig { path: dir.path().join("none.img"), read_only: false, password: None };
+        assert!(missing.check().is_err());
+    }
+
+    #[test]
+    fn messages_have_the_negotiated_header() {
+        let mut serial = 0;
+        assert_eq!(message(HeaderKind::Mini, &mut serial, 101, &[7]), [101, 0, 1, 0, 0, 0, 7]);
+        let full = message(HeaderKind::Full, &mut serial, 101, &[7]);
+        assert_eq!(full.len(), 18 + 1);
+        assert_eq!(&full[..8], &1u64.to_le_bytes());
+    }
 }
