@@ -35,6 +35,8 @@
 //!   storage Bulk-Only Transport wrappers and SCSI command names;
 //!   [`usb_disk`]: the virtual USB disk (Bulk-Only Transport and SCSI over a
 //!   raw image) spicetap can attach to a guest.
+//! - [`webdav_mux`]: the connection multiplexing of SPICE folder sharing
+//!   (webdav port channel), parsed per direction, sans-IO.
 //! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
 //!   little-endian reader; [`limits`]: every bound on peer input.
 //!
@@ -63,4 +65,5 @@ pub mod usb_disk;
 pub mod usbmon;
 pub mod usbredir;
 pub mod video;
+pub mod webdav_mux;
 pub mod wire;
