@@ -76,6 +76,25 @@ impl Cbw {
         })
     }
 
+    /// The 31 bytes of this CBW (`cdb` cut to 16 bytes).
+    pub fn encode(&self) -> [u8; CBW_LEN] {
+        let mut b = [0u8; CBW_LEN];
+        b[0..4].copy_from_slice(&CBW_SIGNATURE.to_le_bytes());
+        b[4..8].copy_from_slice(&self.tag.to_le_bytes());
+        b[8..12].copy_from_slice(&self.data_transfer_length.to_le_bytes());
+        b[12] = if self.data_in { 0x80 } else { 0 };
+        b[13] = self.lun & 0x0f;
+        let n = self.cdb.len().min(16);
+        b[14] = n as u8;
+        b[15..15 + n].copy_from_slice(&self.cdb[..n]);
+        b
+    }
+
+    /// A CBW for LUN 0 carrying `cdb` (tests and tools).
+    pub fn new(tag: u32, data_transfer_length: u32, data_in: bool, cdb: &[u8]) -> Self {
+        Self { tag, data_transfer_length, data_in, lun: 0, cdb: cdb.to_vec() }
+    }
+
     /// The SCSI operation code.
     pub fn opcode(&self) -> u8 {
         self.cdb.first().copied().unwrap_or(0)
@@ -181,16 +200,7 @@ mod tests {
     use super::*;
 
     fn cbw(cdb: &[u8], len: u32, data_in: bool) -> Vec<u8> {
-        let mut b = CBW_SIGNATURE.to_le_bytes().to_vec();
-        b.extend(7u32.to_le_bytes());
-        b.extend(len.to_le_bytes());
-        b.push(if data_in { 0x80 } else { 0 });
-        b.push(0);
-        b.push(cdb.len() as u8);
-        let mut cb = [0u8; 16];
-        cb[..cdb.len()].copy_from_slice(cdb);
-        b.extend(cb);
-        b
+        Cbw::new(7, len, data_in, cdb).encode().to_vec()
     }
 
     #[test]

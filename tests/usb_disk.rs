@@ -7,30 +7,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use support::*;
 
 const SIZE: usize = 64 * 1024 * 1024;
-
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u32 = 0x2468_ace1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-fn md5_of(path: &Path) -> String {
-    let out = run_bounded(Command::new("md5sum").arg(path), Duration::from_secs(60));
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
-}
 
 fn xdotool(display: &str, args: &[&str]) -> String {
     let out = run_bounded(Command::new("xdotool").env("DISPLAY", display).args(args), Duration::from_secs(60));
@@ -47,7 +29,7 @@ fn serial_line(qemu: &Qemu, prefix: &str) -> String {
 fn disk_case(read_only: bool) {
     let dir = Scratch::new(if read_only { "usb-disk-ro" } else { "usb-disk" });
     let image = dir.path.join("disk.img");
-    std::fs::write(&image, noise(SIZE)).unwrap();
+    std::fs::write(&image, noise(SIZE, 0x2468_ace1)).unwrap();
     let before = md5_of(&image);
     let qemu = Qemu::linux(&dir.path, "", "spicetap.md5=sda spicetap.write=sda");
     let mut args = vec!["--usb-disk", image.to_str().unwrap()];
@@ -124,7 +106,7 @@ fn usb_disk_in_token_mode_uses_the_targets_password() {
     const TOKEN: &str = "tok-usb-disk-1";
     let dir = Scratch::new("usb-disk-tokens");
     let image = dir.path.join("disk.img");
-    std::fs::write(&image, noise(4 * 1024 * 1024)).unwrap();
+    std::fs::write(&image, noise(4 * 1024 * 1024, 0x2468_ace1)).unwrap();
     let before = md5_of(&image);
     let qemu = Qemu::linux_password(&dir.path, PASSWORD, "spicetap.md5=sda");
     let targets = dir.path.join("targets.toml");

@@ -12,29 +12,12 @@ use std::time::Duration;
 use support::*;
 
 /// `n` bytes of deterministic noise.
-fn noise(n: usize) -> Vec<u8> {
-    let mut x: u32 = 0x1234_5678;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
-fn md5_of(path: &std::path::Path) -> String {
-    let out = run_bounded(Command::new("md5sum").arg(path), Duration::from_secs(30));
-    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
-}
-
 #[test]
 fn spicy_shared_cd_is_decoded_into_a_usbmon_pcap() {
     const SIZE: usize = 4 * 1024 * 1024;
     let dir = Scratch::new("usbredir-observe");
     let iso = dir.path.join("cd.iso");
-    std::fs::write(&iso, noise(SIZE)).unwrap();
+    std::fs::write(&iso, noise(SIZE, 0x1234_5678)).unwrap();
     let qemu = Qemu::linux(&dir.path, "", "spicetap.md5=sr0");
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
     let x = Xvfb::start();

@@ -2,7 +2,7 @@
 //! phase, CSW; every SCSI command it answers, and hostile transfers.
 
 use super::*;
-use crate::msc::{CBW_SIGNATURE, CSW_LEN};
+use crate::msc::CSW_LEN;
 
 const BLOCKS: u64 = 128;
 
@@ -12,16 +12,7 @@ fn disk(read_only: bool) -> BulkOnlyDisk<Vec<u8>> {
 }
 
 fn cbw(tag: u32, len: u32, data_in: bool, cdb: &[u8]) -> Vec<u8> {
-    let mut b = CBW_SIGNATURE.to_le_bytes().to_vec();
-    b.extend(tag.to_le_bytes());
-    b.extend(len.to_le_bytes());
-    b.push(if data_in { 0x80 } else { 0 });
-    b.push(0);
-    b.push(cdb.len() as u8);
-    let mut cb = [0u8; 16];
-    cb[..cdb.len()].copy_from_slice(cdb);
-    b.extend(cb);
-    b
+    crate::msc::Cbw::new(tag, len, data_in, cdb).encode().to_vec()
 }
 
 /// Runs one command with an IN data phase; returns the data and the CSW.

@@ -713,3 +713,23 @@ pub fn link_result(s: &mut TcpStream, reply: &[u8]) -> u32 {
     s.read_exact(&mut result).unwrap();
     u32::from_le_bytes(result)
 }
+
+/// `n` bytes of deterministic noise from `seed` (xorshift32), for images
+/// and shared files.
+pub fn noise(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// The MD5 of a file as `md5sum` prints it.
+pub fn md5_of(path: &Path) -> String {
+    let out = run_bounded(Command::new("md5sum").arg(path), Duration::from_secs(60));
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
+}

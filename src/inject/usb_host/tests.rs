@@ -3,7 +3,7 @@
 //! usbredir parser.
 
 use super::*;
-use crate::msc::{CBW_SIGNATURE, Csw};
+use crate::msc::Csw;
 
 const GUEST_CAPS: u32 = 1 << cap::CONNECT_DEVICE_VERSION
     | 1 << cap::FILTER
@@ -63,16 +63,7 @@ impl Guest {
 }
 
 fn cbw(tag: u32, len: u32, data_in: bool, cdb: &[u8]) -> Vec<u8> {
-    let mut b = CBW_SIGNATURE.to_le_bytes().to_vec();
-    b.extend(tag.to_le_bytes());
-    b.extend(len.to_le_bytes());
-    b.push(if data_in { 0x80 } else { 0 });
-    b.push(0);
-    b.push(cdb.len() as u8);
-    let mut cb = [0u8; 16];
-    cb[..cdb.len()].copy_from_slice(cdb);
-    b.extend(cb);
-    b
+    crate::msc::Cbw::new(tag, len, data_in, cdb).encode().to_vec()
 }
 
 #[test]
