@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 
-use crate::usbredir::{Packet, Side, TypeHeader, packet_type, status};
+use crate::usbredir::{Packet, Side, TypeHeader, status};
 
 /// `usbmon_packet` size in bytes.
 pub const HEADER_LEN: usize = 64;
@@ -263,25 +263,6 @@ impl UsbmonConverter {
     }
 }
 
-/// Whether a packet type is one the converter turns into a record.
-pub fn is_transfer(packet_type: u32) -> bool {
-    use packet_type::*;
-    matches!(
-        packet_type,
-        CONTROL_PACKET
-            | BULK_PACKET
-            | INTERRUPT_PACKET
-            | ISO_PACKET
-            | BUFFERED_BULK_PACKET
-            | SET_CONFIGURATION
-            | GET_CONFIGURATION
-            | CONFIGURATION_STATUS
-            | SET_ALT_SETTING
-            | GET_ALT_SETTING
-            | ALT_SETTING_STATUS
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +270,7 @@ mod tests {
     fn packet(side: Side, id: u64, header: TypeHeader, data: &[u8]) -> Packet {
         Packet {
             side,
-            packet_type: packet_type::CONTROL_PACKET,
+            packet_type: crate::usbredir::packet_type::CONTROL_PACKET,
             id,
             header,
             data: data.to_vec(),

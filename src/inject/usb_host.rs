@@ -134,7 +134,7 @@ impl<S: Storage> UsbHost<S> {
                 self.connected = true;
             }
             TypeHeader::ControlPacket { endpoint, request, requesttype, value, index, length, .. } => {
-                let (st, data) = self.control(*requesttype, *request, *value, *index, *length, &p.data);
+                let (st, data) = self.control(*requesttype, *request, *value, *index, *length);
                 let data = if endpoint & 0x80 != 0 { data } else { Vec::new() };
                 let done = if endpoint & 0x80 != 0 { data.len() as u16 } else { *length };
                 let mut th = vec![*endpoint, *request, *requesttype, st];
@@ -244,15 +244,7 @@ impl<S: Storage> UsbHost<S> {
 
     /// A control transfer on endpoint 0: status and IN data (USB 2.0 9.4;
     /// Bulk-Only 3.1 and 3.2 for the class requests).
-    fn control(
-        &mut self,
-        requesttype: u8,
-        request: u8,
-        value: u16,
-        index: u16,
-        length: u16,
-        _out: &[u8],
-    ) -> (u8, Vec<u8>) {
+    fn control(&mut self, requesttype: u8, request: u8, value: u16, index: u16, length: u16) -> (u8, Vec<u8>) {
         let fit = |mut d: Vec<u8>| {
             d.truncate(usize::from(length));
             (status::SUCCESS, d)

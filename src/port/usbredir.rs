@@ -266,7 +266,7 @@ impl DecoderThread {
 
     fn handle(&mut self, ev: Input) {
         match ev {
-            Input::Tap(TapEvent::Open { key, channel_id, at, .. }) => self.open(key, channel_id, at),
+            Input::Tap(TapEvent::Open { key, channel_id, .. }) => self.open(key, channel_id),
             Input::Tap(TapEvent::StartMessages { key, kind }) => {
                 if let (Some(ch), Some(kind)) = (self.channels.get_mut(&key), kind) {
                     ch.assemblers = Some([MessageAssembler::new(kind), MessageAssembler::new(kind)]);
@@ -291,7 +291,7 @@ impl DecoderThread {
         }
     }
 
-    fn open(&mut self, key: ChannelKey, channel_id: u8, _at: SystemTime) {
+    fn open(&mut self, key: ChannelKey, channel_id: u8) {
         let mut name = format!("usbredir-{channel_id}.usbmon.pcap");
         let mut n = 1;
         while !self.names.insert(name.clone()) {

@@ -215,7 +215,7 @@ impl MessageFilter {
                 // take <= body_left
                 self.body_left -= take as u32;
                 if self.body_left == 0 {
-                    self.release(out, ty_at, size_at);
+                    self.release(out, size_at);
                 }
                 continue;
             }
@@ -246,14 +246,14 @@ impl MessageFilter {
             self.header.clear();
             self.body_left = size;
             if size == 0 && self.held.is_some() {
-                self.release(out, ty_at, size_at);
+                self.release(out, size_at);
             }
         }
         Ok(())
     }
 
     /// Rewrites a held message and sends it on with its new size.
-    fn release(&mut self, out: &mut Vec<u8>, _ty_at: usize, size_at: usize) {
+    fn release(&mut self, out: &mut Vec<u8>, size_at: usize) {
         let Some((mut header, body)) = self.held.take() else { return };
         let Some((_, rewrite)) = self.rewrite.as_mut() else { return };
         let body = rewrite(&body);

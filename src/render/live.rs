@@ -64,7 +64,7 @@ enum Input {
     Data { key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes },
     Close { key: ChannelKey },
     Stop { reason: String },
-    End { at: OffsetDateTime },
+    End,
 }
 
 impl Input {
@@ -148,8 +148,8 @@ impl Consumer for RenderSink {
     }
 
     /// The thread closes every display, reports, then says it is done.
-    fn end(&self, at: OffsetDateTime) {
-        self.control(Input::End { at });
+    fn end(&self, _at: OffsetDateTime) {
+        self.control(Input::End);
     }
 }
 
@@ -210,13 +210,13 @@ impl RenderThread {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let cost = ev.cost();
-            let end = if let Input::End { at } = ev { Some(at) } else { None };
-            if end.is_none() {
+            let end = matches!(ev, Input::End);
+            if !end {
                 self.handle(ev);
                 self.flush_frames();
             }
             queued.fetch_sub(cost, Ordering::Relaxed);
-            if end.is_some() {
+            if end {
                 let keys: Vec<_> = self.channels.keys().copied().collect();
                 for key in keys {
                     self.close(key);
@@ -254,7 +254,7 @@ impl RenderThread {
             Input::Stop { reason } => {
                 self.stopped = Some(reason);
             }
-            Input::End { .. } => {}
+            Input::End => {}
         }
     }
 
