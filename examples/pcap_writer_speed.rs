@@ -11,9 +11,10 @@
 
 use std::time::{Instant, SystemTime};
 
-use spicetap::capture::pcap::TcpConversation;
+use spicetap::capture::SERVER_PORT;
 use spicetap::link::HeaderKind;
 use spicetap::protocol::Direction;
+use spicetap::tcp_pcap::{Endpoints, TcpConversation, TcpPcap};
 
 const TOTAL: usize = 2 << 30;
 const MESSAGE: usize = 65536;
@@ -22,7 +23,8 @@ const CHUNK: usize = 200_000;
 fn main() -> anyhow::Result<()> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "/dev/null".into());
     let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
-    let mut conv = TcpConversation::open(out, 49152, SystemTime::now())?;
+    let mut out = TcpPcap::new(out)?;
+    let mut conv = TcpConversation::open(&mut out, Endpoints::new(49152, SERVER_PORT), SystemTime::now())?;
     conv.start_messages(Some(HeaderKind::Mini));
 
     // 32 whole messages; the stream wraps around at a message boundary.
@@ -35,11 +37,12 @@ fn main() -> anyhow::Result<()> {
     let (mut done, mut off) = (0, 0);
     while done < TOTAL {
         let end = (off + CHUNK).min(stream.len());
-        conv.data(Direction::ServerToClient, SystemTime::now(), &stream[off..end])?;
+        conv.data(&mut out, Direction::ServerToClient, SystemTime::now(), &stream[off..end])?;
         done += end - off;
         off = if end == stream.len() { 0 } else { end };
     }
-    let mut out = conv.close(Direction::ClientToServer, SystemTime::now())?;
+    conv.close(&mut out, Direction::ClientToServer, SystemTime::now())?;
+    let mut out = out.into_writer();
     std::io::Write::flush(&mut out)?;
     let secs = start.elapsed().as_secs_f64();
     println!("{{\"bytes\": {done}, \"seconds\": {secs:.3}, \"gbps\": {:.3}}}", done as f64 / secs / 1e9);

@@ -16,6 +16,8 @@
 //! - [`proxy`]: listeners, the per-connection task ([`proxy::channel`]), the
 //!   async link-stage driver and the relay with its inline observer.
 //! - [`session`]: groups channel connections into SPICE sessions.
+//! - [`tcp_pcap`]: byte streams as synthetic TCP conversations in pcap
+//!   files, shared by the consumers that write Wireshark captures.
 //! - [`tap`]: the session tap: each channel's ordered bytes with their
 //!   times, handed to independent consumers behind their own bounded
 //!   queues; [`report`]: the `session.json` model the reports fill.
@@ -60,6 +62,7 @@ pub mod render;
 pub mod report;
 pub mod session;
 pub mod tap;
+pub mod tcp_pcap;
 pub mod tls;
 pub mod usb_disk;
 pub mod usbmon;

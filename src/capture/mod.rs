@@ -15,7 +15,6 @@
 //! other consumers ── their reports ────┘  + byte budget    └─  SessionReport               -> session.json
 //! ```
 
-pub mod pcap;
 pub mod replay;
 pub mod writer;
 
@@ -28,6 +27,14 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::protocol::ChannelType;
 use crate::report::ChannelReport;
 use crate::tap::{ChannelKey, Consumer, EVENT_OVERHEAD, Reports, TapEvent};
+
+/// Synthetic server port of the SPICE pcaps: no Wireshark dissector
+/// registers it (5900-5901 belong to VNC), so the SPICE heuristic claims
+/// each stream on the `REDQ` of its link message
+/// (`epan/dissectors/packet-spice.c`).
+pub const SERVER_PORT: u16 = 5930;
+/// First synthetic client port; the n-th channel of a session uses `+ n`.
+pub const CLIENT_PORT_BASE: u16 = 49152;
 
 /// What the writer thread is asked to do, in order.
 #[derive(Debug)]

@@ -162,8 +162,8 @@ fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, u8, HeaderKind, [u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::pcap::TcpConversation;
     use crate::framing::mini;
+    use crate::tcp_pcap::{Endpoints, TcpConversation, TcpPcap};
     use std::time::SystemTime;
 
     /// A pcap of a stream without link stage, as ryll's `--capture` writes them.
@@ -172,14 +172,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("display.pcap");
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut c = TcpConversation::open(std::fs::File::create(&path).unwrap(), 49152, t0).unwrap();
+        let mut out = TcpPcap::new(std::fs::File::create(&path).unwrap()).unwrap();
+        let mut c = TcpConversation::open(&mut out, Endpoints::new(49152, 5930), t0).unwrap();
         c.start_messages(Some(HeaderKind::Mini));
         let mut s2c = mini(314, &[0; 20]);
         s2c.extend(mini(102, &[]));
-        c.data(Direction::ServerToClient, t0, &s2c[..7]).unwrap();
-        c.data(Direction::ClientToServer, t0, &mini(101, &[1, 2, 3])).unwrap();
-        c.data(Direction::ServerToClient, t0 + Duration::from_millis(5), &s2c[7..]).unwrap();
-        c.close(Direction::ClientToServer, t0).unwrap();
+        c.data(&mut out, Direction::ServerToClient, t0, &s2c[..7]).unwrap();
+        c.data(&mut out, Direction::ClientToServer, t0, &mini(101, &[1, 2, 3])).unwrap();
+        c.data(&mut out, Direction::ServerToClient, t0 + Duration::from_millis(5), &s2c[7..]).unwrap();
+        c.close(&mut out, Direction::ClientToServer, t0).unwrap();
 
         assert!(matches!(read(&path, None), Err(ReplayError::Link(_))), "the channel type is needed");
         let r = read(&path, Some(ChannelType::DISPLAY)).unwrap();

@@ -15,11 +15,11 @@ use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
-use super::pcap::{CLIENT_PORT_BASE, TcpConversation};
-use super::{CaptureEvent, CaptureSink};
+use super::{CLIENT_PORT_BASE, CaptureEvent, CaptureSink, SERVER_PORT};
 use crate::flushing::FlushingFile;
 use crate::report::{SessionReport, rfc3339};
 use crate::tap::{ChannelKey, TapEvent};
+use crate::tcp_pcap::{Endpoints, PcapError, TcpConversation, TcpPcap};
 
 /// Starts the writer thread of a session whose folder is `dir` (created by
 /// the thread) and whose report starts as `report`; at most `budget` bytes
@@ -39,8 +39,14 @@ pub fn spawn(dir: PathBuf, report: SessionReport, budget: usize) -> io::Result<(
     Ok((sink, handle))
 }
 
+/// A channel's pcap file and the one conversation in it.
+struct ChannelPcap {
+    out: TcpPcap<FlushingFile>,
+    conv: TcpConversation,
+}
+
 struct OpenChannel {
-    conv: Option<TcpConversation<FlushingFile>>,
+    conv: Option<ChannelPcap>,
     report_index: usize,
     loss: Option<String>,
 }
@@ -136,16 +142,16 @@ impl SessionWriter {
                 self.write_report();
             }
             CaptureEvent::Tap(TapEvent::Link { key, dir, at, bytes }) => {
-                self.with_conv(key, |c| c.link_segment(dir, at, &bytes));
+                self.with_conv(key, |c| c.conv.link_segment(&mut c.out, dir, at, &bytes));
             }
             CaptureEvent::Tap(TapEvent::StartMessages { key, kind }) => {
                 self.with_conv(key, |c| {
-                    c.start_messages(kind);
+                    c.conv.start_messages(kind);
                     Ok(())
                 });
             }
             CaptureEvent::Tap(TapEvent::Data { key, dir, at, bytes }) => {
-                self.with_conv(key, |c| c.data(dir, at, &bytes));
+                self.with_conv(key, |c| c.conv.data(&mut c.out, dir, at, &bytes));
             }
             CaptureEvent::Tap(TapEvent::Close { key, first, at }) => {
                 self.finish(key, first, at);
@@ -192,11 +198,7 @@ impl SessionWriter {
         }
     }
 
-    fn with_conv(
-        &mut self,
-        key: ChannelKey,
-        f: impl FnOnce(&mut TcpConversation<FlushingFile>) -> Result<(), super::pcap::PcapError>,
-    ) {
+    fn with_conv(&mut self, key: ChannelKey, f: impl FnOnce(&mut ChannelPcap) -> Result<(), PcapError>) {
         let Some(ch) = self.channels.get_mut(&key) else { return };
         let Some(conv) = ch.conv.as_mut() else { return };
         if let Err(e) = f(conv) {
@@ -209,9 +211,11 @@ impl SessionWriter {
 
     fn finish(&mut self, key: ChannelKey, first: crate::protocol::Direction, at: std::time::SystemTime) {
         let Some(ch) = self.channels.remove(&key) else { return };
-        if let Some(conv) = ch.conv {
-            let done =
-                conv.close(first, at).map_err(|e| e.to_string()).and_then(|mut f| f.flush().map_err(|e| e.to_string()));
+        if let Some(ChannelPcap { mut out, conv }) = ch.conv {
+            let done = conv
+                .close(&mut out, first, at)
+                .map_err(|e| e.to_string())
+                .and_then(|()| out.into_writer().flush().map_err(|e| e.to_string()));
             if let Err(e) = done {
                 tracing::error!(key, error = %e, "finishing pcap failed");
                 self.report.channels[ch.report_index].capture_loss = Some(e);
@@ -239,11 +243,8 @@ impl SessionWriter {
     }
 }
 
-fn open_pcap(
-    path: &Path,
-    port: u16,
-    at: std::time::SystemTime,
-) -> Result<TcpConversation<FlushingFile>, super::pcap::PcapError> {
-    let out = FlushingFile::create(path)?;
-    TcpConversation::open(out, port, at)
+fn open_pcap(path: &Path, port: u16, at: std::time::SystemTime) -> Result<ChannelPcap, PcapError> {
+    let mut out = TcpPcap::new(FlushingFile::create(path)?)?;
+    let conv = TcpConversation::open(&mut out, Endpoints::new(port, SERVER_PORT), at)?;
+    Ok(ChannelPcap { out, conv })
 }

@@ -279,9 +279,9 @@ pub fn write_png(surface: &Surface, path: &Path) -> Result<(), OfflineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::pcap::TcpConversation;
     use crate::framing::mini;
     use crate::link::{HeaderKind, LinkHeader, LinkReply};
+    use crate::tcp_pcap::{Endpoints, TcpConversation, TcpPcap};
     use std::time::SystemTime;
 
     /// DRAW_COPY of a 1x1 image (`image`: descriptor and payload) at (0,0).
@@ -308,25 +308,26 @@ mod tests {
     fn write_display(dir: &Path, id: u8, session: u32, messages: &[(u64, Vec<u8>)]) {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let f = std::fs::File::create(dir.join(format!("display-{id}.pcap"))).unwrap();
-        let mut c = TcpConversation::open(f, 49152 + u16::from(id), t0).unwrap();
+        let mut out = TcpPcap::new(f).unwrap();
+        let mut c = TcpConversation::open(&mut out, Endpoints::new(49152 + u16::from(id), 5930), t0).unwrap();
         let mut link = crate::link::tests::link_mess_bytes(session, 2, &[0b1011], &[]);
         link[16 + 5] = id;
-        c.link_segment(Direction::ClientToServer, t0, &link).unwrap();
+        c.link_segment(&mut out, Direction::ClientToServer, t0, &link).unwrap();
         let mut reply = LinkHeader::encode(LinkReply::FIXED_SIZE + 4).to_vec();
         reply.extend_from_slice(&0u32.to_le_bytes());
         reply.extend_from_slice(&[0; 162]);
         for v in [1u32, 0, LinkReply::FIXED_SIZE, 0b1011] {
             reply.extend_from_slice(&v.to_le_bytes());
         }
-        c.link_segment(Direction::ServerToClient, t0, &reply).unwrap();
-        c.link_segment(Direction::ClientToServer, t0, &1u32.to_le_bytes()).unwrap();
-        c.link_segment(Direction::ClientToServer, t0, &[0; 128]).unwrap();
-        c.link_segment(Direction::ServerToClient, t0, &0u32.to_le_bytes()).unwrap();
+        c.link_segment(&mut out, Direction::ServerToClient, t0, &reply).unwrap();
+        c.link_segment(&mut out, Direction::ClientToServer, t0, &1u32.to_le_bytes()).unwrap();
+        c.link_segment(&mut out, Direction::ClientToServer, t0, &[0; 128]).unwrap();
+        c.link_segment(&mut out, Direction::ServerToClient, t0, &0u32.to_le_bytes()).unwrap();
         c.start_messages(Some(HeaderKind::Mini));
         for (ms, m) in messages {
-            c.data(Direction::ServerToClient, t0 + Duration::from_millis(*ms), m).unwrap();
+            c.data(&mut out, Direction::ServerToClient, t0 + Duration::from_millis(*ms), m).unwrap();
         }
-        c.close(Direction::ClientToServer, t0 + Duration::from_secs(1)).unwrap();
+        c.close(&mut out, Direction::ClientToServer, t0 + Duration::from_secs(1)).unwrap();
     }
 
     /// An image cached by display 1 and drawn FROM_CACHE by display 0: the

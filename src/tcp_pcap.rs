@@ -1,26 +1,26 @@
-//! One channel connection as a synthetic TCP conversation in a pcap file.
-//!
-//! The proxy sees a SPICE channel as two byte streams, not as packets. To
-//! let Wireshark's SPICE dissector (`epan/dissectors/packet-spice.c`) read a
-//! recording, each channel is written as its own TCP conversation:
+//! Byte streams as synthetic TCP conversations in a pcap file, so that
+//! Wireshark's dissectors read what a proxy saw as two byte streams.
 //!
 //! ```text
-//! 10.0.0.1:<49152+n>  ->  10.0.0.2:SERVER_PORT   SYN (window scale 14)
-//! 10.0.0.2            ->  10.0.0.1               SYN, ACK
-//! 10.0.0.1            ->  10.0.0.2               ACK
-//!   link stage, one segment per piece: SpiceLinkHeader+SpiceLinkMess,
-//!   SpiceLinkHeader+SpiceLinkReply, auth mechanism, ticket, link result
-//!   then one segment per SPICE message per direction (a message longer
-//!   than 65495 bytes continues in further segments, sequence numbers
-//!   continuous), each acknowledging all the peer has sent so far
+//! client:<port>  ->  server:<port>   SYN (MSS, window scale 14)
+//! server         ->  client          SYN, ACK
+//! client         ->  server          ACK
+//!   data segments (at most PCAP_MAX_SEGMENT bytes, so every frame fits
+//!   IPv4), sequence numbers continuous, each acknowledging all the peer
+//!   has sent so far; a pure ACK after 256 MiB of one-way data
 //! FIN, ACK from the side that closed first; FIN, ACK back; last ACK
 //! ```
 //!
-//! Ethernet link type, microsecond wall-clock timestamps, snaplen 262144.
-//! The server port is outside every port Wireshark assigns to a dissector
-//! (5900-5901 belong to VNC), so its SPICE heuristic claims the stream on
-//! the `REDQ` of the link message. Payload bytes are exactly the bytes the
-//! proxy forwarded, in order.
+//! Ethernet link type, microsecond wall-clock timestamps, snaplen
+//! [`PCAP_SNAPLEN`]. One [`TcpPcap`] file may hold many conversations
+//! (the HTTP connections of a webdav channel), each a [`TcpConversation`]
+//! with its own [`Endpoints`]. Payload bytes are exactly the bytes given,
+//! in order.
+//!
+//! A conversation in *message* mode ([`TcpConversation::start_messages`]
+//! with a header kind) cuts one segment per SPICE message (`framing`), as
+//! the capture of a SPICE channel does: Wireshark's SPICE dissector then
+//! sees one message per segment.
 
 use std::io::{self, Write};
 use std::time::{Duration, SystemTime};
@@ -39,14 +39,7 @@ use crate::protocol::Direction;
 pub const CLIENT_IP: [u8; 4] = [10, 0, 0, 1];
 /// Synthetic address of the server side.
 pub const SERVER_IP: [u8; 4] = [10, 0, 0, 2];
-/// Synthetic server port: no Wireshark dissector registers it, so the SPICE
-/// heuristic decides.
-pub const SERVER_PORT: u16 = 5930;
-/// First synthetic client port; the n-th channel of a session uses `+ n`.
-pub const CLIENT_PORT_BASE: u16 = 49152;
 
-const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const CLIENT_ISN: u32 = 0x1000_0000;
 const SERVER_ISN: u32 = 0x2000_0000;
 /// Window scale shift announced in both SYNs: a 1 GiB window, so long
@@ -69,6 +62,53 @@ pub enum PcapError {
     /// etherparse could not build a frame.
     #[error("building a TCP frame failed: {0}")]
     Build(String),
+}
+
+/// The two ends of a conversation: IPv4 addresses and TCP ports. MAC
+/// addresses are derived (`02:00:` + the IPv4 address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The client's address (sends the SYN).
+    pub client_ip: [u8; 4],
+    /// The client's port.
+    pub client_port: u16,
+    /// The server's address.
+    pub server_ip: [u8; 4],
+    /// The server's port.
+    pub server_port: u16,
+}
+
+impl Endpoints {
+    /// [`CLIENT_IP`]`:client_port` to [`SERVER_IP`]`:server_port`.
+    pub fn new(client_port: u16, server_port: u16) -> Self {
+        Self { client_ip: CLIENT_IP, client_port, server_ip: SERVER_IP, server_port }
+    }
+}
+
+fn mac(ip: [u8; 4]) -> [u8; 6] {
+    [0x02, 0, ip[0], ip[1], ip[2], ip[3]]
+}
+
+/// A pcap file of Ethernet frames, shared by the conversations in it.
+pub struct TcpPcap<W: Write> {
+    pcap: PcapWriter<W>,
+    frame: Vec<u8>,
+}
+
+impl<W: Write> TcpPcap<W> {
+    /// Writes the pcap header (Ethernet, snaplen [`PCAP_SNAPLEN`]).
+    ///
+    /// # Errors
+    /// [`PcapError`] when `out` fails.
+    pub fn new(out: W) -> Result<Self, PcapError> {
+        let header = PcapHeader { snaplen: PCAP_SNAPLEN, datalink: DataLink::ETHERNET, ..PcapHeader::default() };
+        Ok(Self { pcap: PcapWriter::with_header(out, header)?, frame: Vec::new() })
+    }
+
+    /// The output, for a final flush.
+    pub fn into_writer(self) -> W {
+        self.pcap.into_writer()
+    }
 }
 
 /// One direction's state: next sequence number and the message being cut.
@@ -96,30 +136,28 @@ impl Side {
     }
 }
 
-/// Writes one channel connection as a TCP conversation.
-pub struct TcpConversation<W: Write> {
-    pcap: PcapWriter<W>,
-    client_port: u16,
+/// One byte-stream pair as a TCP conversation; every call names the
+/// [`TcpPcap`] it writes to.
+#[derive(Debug)]
+pub struct TcpConversation {
+    ends: Endpoints,
     /// Index 0 = client side, 1 = server side (see [`Direction::index`]).
     sides: [Side; 2],
-    frame: Vec<u8>,
 }
 
-impl<W: Write> TcpConversation<W> {
-    /// Writes the pcap header and the three-way handshake at `at`.
+impl TcpConversation {
+    /// Writes the three-way handshake of `ends` at `at`.
     ///
     /// # Errors
-    /// [`PcapError`] when `out` fails.
-    pub fn open(out: W, client_port: u16, at: SystemTime) -> Result<Self, PcapError> {
-        let header = PcapHeader { snaplen: PCAP_SNAPLEN, datalink: DataLink::ETHERNET, ..PcapHeader::default() };
-        let pcap = PcapWriter::with_header(out, header)?;
-        let mut c =
-            Self { pcap, client_port, sides: [Side::new(CLIENT_ISN), Side::new(SERVER_ISN)], frame: Vec::new() };
+    /// [`PcapError`] when the output fails.
+    pub fn open<W: Write>(out: &mut TcpPcap<W>, ends: Endpoints, at: SystemTime) -> Result<Self, PcapError> {
+        let mut c = Self { ends, sides: [Side::new(CLIENT_ISN), Side::new(SERVER_ISN)] };
         let wscale = [
             TcpOptionElement::MaximumSegmentSize(PCAP_MAX_SEGMENT as u16),
             TcpOptionElement::WindowScale(WINDOW_SCALE),
         ];
         c.packet(
+            out,
             Direction::ClientToServer,
             at,
             CLIENT_ISN,
@@ -129,8 +167,17 @@ impl<W: Write> TcpConversation<W> {
             &[],
         )?;
         let syn_ack = Flags { syn: true, ..Flags::default() };
-        c.packet(Direction::ServerToClient, at, SERVER_ISN, Some(CLIENT_ISN.wrapping_add(1)), syn_ack, &wscale, &[])?;
-        c.pure_ack(Direction::ClientToServer, at)?;
+        c.packet(
+            out,
+            Direction::ServerToClient,
+            at,
+            SERVER_ISN,
+            Some(CLIENT_ISN.wrapping_add(1)),
+            syn_ack,
+            &wscale,
+            &[],
+        )?;
+        c.pure_ack(out, Direction::ClientToServer, at)?;
         Ok(c)
     }
 
@@ -138,9 +185,15 @@ impl<W: Write> TcpConversation<W> {
     ///
     /// # Errors
     /// [`PcapError`] when the output fails.
-    pub fn link_segment(&mut self, dir: Direction, at: SystemTime, bytes: &[u8]) -> Result<(), PcapError> {
+    pub fn link_segment<W: Write>(
+        &mut self,
+        out: &mut TcpPcap<W>,
+        dir: Direction,
+        at: SystemTime,
+        bytes: &[u8],
+    ) -> Result<(), PcapError> {
         for seg in bytes.chunks(PCAP_MAX_SEGMENT) {
-            self.data_segment(dir, at, seg)?;
+            self.data_segment(out, dir, at, seg)?;
         }
         Ok(())
     }
@@ -160,10 +213,16 @@ impl<W: Write> TcpConversation<W> {
     ///
     /// # Errors
     /// [`PcapError`] when the output fails.
-    pub fn data(&mut self, dir: Direction, at: SystemTime, bytes: &[u8]) -> Result<(), PcapError> {
+    pub fn data<W: Write>(
+        &mut self,
+        out: &mut TcpPcap<W>,
+        dir: Direction,
+        at: SystemTime,
+        bytes: &[u8],
+    ) -> Result<(), PcapError> {
         let i = dir.index();
         let Some(mut framer) = self.sides[i].framer.take() else {
-            return self.link_segment(dir, at, bytes);
+            return self.link_segment(out, dir, at, bytes);
         };
         let mut ends = Vec::new();
         let framed = framer.feed(bytes, |f| {
@@ -173,19 +232,19 @@ impl<W: Write> TcpConversation<W> {
         });
         let mut cursor = 0;
         for end in ends {
-            self.append(dir, at, &bytes[cursor..end])?;
-            self.flush_pending(dir)?;
+            self.append(out, dir, at, &bytes[cursor..end])?;
+            self.flush_pending(out, dir)?;
             cursor = end;
         }
         match framed {
             Ok(()) => {
                 self.sides[i].framer = Some(framer);
-                self.append(dir, at, &bytes[cursor..])
+                self.append(out, dir, at, &bytes[cursor..])
             }
             Err(_) => {
                 // The stream can no longer be followed: keep the rest as is.
-                self.append(dir, at, &bytes[cursor..])?;
-                self.flush_pending(dir)
+                self.append(out, dir, at, &bytes[cursor..])?;
+                self.flush_pending(out, dir)
             }
         }
     }
@@ -195,9 +254,9 @@ impl<W: Write> TcpConversation<W> {
     ///
     /// # Errors
     /// [`PcapError`] when the output fails.
-    pub fn close(mut self, first: Direction, at: SystemTime) -> Result<W, PcapError> {
-        self.flush_pending(Direction::ClientToServer)?;
-        self.flush_pending(Direction::ServerToClient)?;
+    pub fn close<W: Write>(mut self, out: &mut TcpPcap<W>, first: Direction, at: SystemTime) -> Result<(), PcapError> {
+        self.flush_pending(out, Direction::ClientToServer)?;
+        self.flush_pending(out, Direction::ServerToClient)?;
         let second = match first {
             Direction::ClientToServer => Direction::ServerToClient,
             Direction::ServerToClient => Direction::ClientToServer,
@@ -205,15 +264,20 @@ impl<W: Write> TcpConversation<W> {
         for dir in [first, second] {
             let seq = self.sides[dir.index()].next_seq;
             let ack = self.ack_for(dir);
-            self.packet(dir, at, seq, Some(ack), Flags { fin: true, ..Flags::default() }, &[], &[])?;
+            self.packet(out, dir, at, seq, Some(ack), Flags { fin: true, ..Flags::default() }, &[], &[])?;
             self.sides[dir.index()].next_seq = seq.wrapping_add(1);
             self.sides[dir.index()].closed = true;
         }
-        self.pure_ack(first, at)?;
-        Ok(self.pcap.into_writer())
+        self.pure_ack(out, first, at)
     }
 
-    fn append(&mut self, dir: Direction, at: SystemTime, mut bytes: &[u8]) -> Result<(), PcapError> {
+    fn append<W: Write>(
+        &mut self,
+        out: &mut TcpPcap<W>,
+        dir: Direction,
+        at: SystemTime,
+        mut bytes: &[u8],
+    ) -> Result<(), PcapError> {
         while !bytes.is_empty() {
             let side = &mut self.sides[dir.index()];
             if side.pending.is_empty() {
@@ -225,31 +289,37 @@ impl<W: Write> TcpConversation<W> {
             side.pending_time = at;
             bytes = &bytes[take..];
             if side.pending.len() == PCAP_MAX_SEGMENT {
-                self.flush_pending(dir)?;
+                self.flush_pending(out, dir)?;
             }
         }
         Ok(())
     }
 
-    fn flush_pending(&mut self, dir: Direction) -> Result<(), PcapError> {
+    fn flush_pending<W: Write>(&mut self, out: &mut TcpPcap<W>, dir: Direction) -> Result<(), PcapError> {
         let side = &mut self.sides[dir.index()];
         if side.pending.is_empty() {
             return Ok(());
         }
         let payload = std::mem::take(&mut side.pending);
         let at = side.pending_time;
-        let r = self.data_segment(dir, at, &payload);
+        let r = self.data_segment(out, dir, at, &payload);
         let side = &mut self.sides[dir.index()];
         side.pending = payload;
         side.pending.clear();
         r
     }
 
-    fn data_segment(&mut self, dir: Direction, at: SystemTime, payload: &[u8]) -> Result<(), PcapError> {
+    fn data_segment<W: Write>(
+        &mut self,
+        out: &mut TcpPcap<W>,
+        dir: Direction,
+        at: SystemTime,
+        payload: &[u8],
+    ) -> Result<(), PcapError> {
         let i = dir.index();
         let seq = self.sides[i].next_seq;
         let ack = self.ack_for(dir);
-        self.packet(dir, at, seq, Some(ack), Flags { psh: true, ..Flags::default() }, &[], payload)?;
+        self.packet(out, dir, at, seq, Some(ack), Flags { psh: true, ..Flags::default() }, &[], payload)?;
         // Sequence numbers are modulo 2^32 by definition (RFC 9293).
         self.sides[i].next_seq = seq.wrapping_add(payload.len() as u32);
         // A receiver that never speaks still acknowledges now and then.
@@ -257,7 +327,7 @@ impl<W: Write> TcpConversation<W> {
         let unacked = self.sides[i].next_seq.wrapping_sub(self.sides[other].acked);
         if unacked > ACK_EVERY && !self.sides[other].closed {
             let peer = if other == 0 { Direction::ClientToServer } else { Direction::ServerToClient };
-            self.pure_ack(peer, at)?;
+            self.pure_ack(out, peer, at)?;
         }
         Ok(())
     }
@@ -266,15 +336,16 @@ impl<W: Write> TcpConversation<W> {
         self.sides[1 - dir.index()].next_seq
     }
 
-    fn pure_ack(&mut self, dir: Direction, at: SystemTime) -> Result<(), PcapError> {
+    fn pure_ack<W: Write>(&mut self, out: &mut TcpPcap<W>, dir: Direction, at: SystemTime) -> Result<(), PcapError> {
         let seq = self.sides[dir.index()].next_seq;
         let ack = self.ack_for(dir);
-        self.packet(dir, at, seq, Some(ack), Flags::default(), &[], &[])
+        self.packet(out, dir, at, seq, Some(ack), Flags::default(), &[], &[])
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn packet(
+    fn packet<W: Write>(
         &mut self,
+        out: &mut TcpPcap<W>,
         dir: Direction,
         at: SystemTime,
         seq: u32,
@@ -283,11 +354,13 @@ impl<W: Write> TcpConversation<W> {
         options: &[TcpOptionElement],
         payload: &[u8],
     ) -> Result<(), PcapError> {
-        let (src_mac, dst_mac, src_ip, dst_ip, sport, dport) = match dir {
-            Direction::ClientToServer => (CLIENT_MAC, SERVER_MAC, CLIENT_IP, SERVER_IP, self.client_port, SERVER_PORT),
-            Direction::ServerToClient => (SERVER_MAC, CLIENT_MAC, SERVER_IP, CLIENT_IP, SERVER_PORT, self.client_port),
+        let e = self.ends;
+        let (src_ip, dst_ip, sport, dport) = match dir {
+            Direction::ClientToServer => (e.client_ip, e.server_ip, e.client_port, e.server_port),
+            Direction::ServerToClient => (e.server_ip, e.client_ip, e.server_port, e.client_port),
         };
-        let mut b = PacketBuilder::ethernet2(src_mac, dst_mac).ipv4(src_ip, dst_ip, 64).tcp(sport, dport, seq, WINDOW);
+        let mut b =
+            PacketBuilder::ethernet2(mac(src_ip), mac(dst_ip)).ipv4(src_ip, dst_ip, 64).tcp(sport, dport, seq, WINDOW);
         if flags.syn {
             b = b.syn();
         }
@@ -304,12 +377,12 @@ impl<W: Write> TcpConversation<W> {
         if !options.is_empty() {
             b = b.options(options).map_err(|e| PcapError::Build(e.to_string()))?;
         }
-        self.frame.clear();
-        b.write(&mut self.frame, payload).map_err(|e| PcapError::Build(e.to_string()))?;
+        out.frame.clear();
+        b.write(&mut out.frame, payload).map_err(|e| PcapError::Build(e.to_string()))?;
         let ts = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or(Duration::ZERO);
         // Frames are at most 14 + 65535 bytes, well under u32::MAX.
-        let len = self.frame.len() as u32;
-        self.pcap.write_packet(&PcapPacket::new(ts, len, &self.frame))?;
+        let len = out.frame.len() as u32;
+        out.pcap.write_packet(&PcapPacket::new(ts, len, &out.frame))?;
         Ok(())
     }
 }
@@ -325,6 +398,8 @@ struct Flags {
 mod tests {
     use super::*;
     use pcap_file::pcap::PcapReader;
+
+    const SERVER_PORT: u16 = 5930;
 
     fn read_tcp(bytes: &[u8]) -> Vec<(u16, u32, Vec<u8>)> {
         let mut r = PcapReader::new(bytes).unwrap();
@@ -343,9 +418,10 @@ mod tests {
     #[test]
     fn one_segment_per_message_and_long_messages_are_split() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let mut c = TcpConversation::open(Vec::new(), 49152, t0).unwrap();
-        c.link_segment(Direction::ClientToServer, t0, b"REDQlink").unwrap();
-        c.link_segment(Direction::ServerToClient, t0, b"REDQreply").unwrap();
+        let mut out = TcpPcap::new(Vec::new()).unwrap();
+        let mut c = TcpConversation::open(&mut out, Endpoints::new(49152, SERVER_PORT), t0).unwrap();
+        c.link_segment(&mut out, Direction::ClientToServer, t0, b"REDQlink").unwrap();
+        c.link_segment(&mut out, Direction::ServerToClient, t0, b"REDQreply").unwrap();
         c.start_messages(Some(HeaderKind::Mini));
         // two messages in one chunk, then one of 70000 bytes cut in three chunks
         let mut stream = Vec::new();
@@ -354,11 +430,11 @@ mod tests {
             stream.extend_from_slice(&len.to_le_bytes());
             stream.extend(std::iter::repeat_n(7u8, len as usize));
         }
-        c.data(Direction::ServerToClient, t0, &stream[..30]).unwrap();
-        c.data(Direction::ServerToClient, t0, &stream[30..40_000]).unwrap();
-        c.data(Direction::ServerToClient, t0, &stream[40_000..]).unwrap();
-        let out = c.close(Direction::ClientToServer, t0).unwrap();
-        let pkts = read_tcp(&out);
+        c.data(&mut out, Direction::ServerToClient, t0, &stream[..30]).unwrap();
+        c.data(&mut out, Direction::ServerToClient, t0, &stream[30..40_000]).unwrap();
+        c.data(&mut out, Direction::ServerToClient, t0, &stream[40_000..]).unwrap();
+        c.close(&mut out, Direction::ClientToServer, t0).unwrap();
+        let pkts = read_tcp(&out.into_writer());
         let payloads: Vec<usize> = pkts.iter().map(|p| p.2.len()).filter(|&l| l > 0).collect();
         assert_eq!(payloads, [8, 9, 6, 16, PCAP_MAX_SEGMENT, 70_006 - PCAP_MAX_SEGMENT]);
         // continuous sequence numbers on the server side
@@ -375,11 +451,13 @@ mod tests {
     #[test]
     fn raw_mode_writes_chunks_as_they_come() {
         let t0 = SystemTime::UNIX_EPOCH;
-        let mut c = TcpConversation::open(Vec::new(), 49153, t0).unwrap();
+        let mut out = TcpPcap::new(Vec::new()).unwrap();
+        let mut c = TcpConversation::open(&mut out, Endpoints::new(49153, SERVER_PORT), t0).unwrap();
         c.start_messages(None);
-        c.data(Direction::ClientToServer, t0, &[1, 2, 3]).unwrap();
-        c.data(Direction::ClientToServer, t0, &[4]).unwrap();
-        let pkts = read_tcp(&c.close(Direction::ServerToClient, t0).unwrap());
+        c.data(&mut out, Direction::ClientToServer, t0, &[1, 2, 3]).unwrap();
+        c.data(&mut out, Direction::ClientToServer, t0, &[4]).unwrap();
+        c.close(&mut out, Direction::ServerToClient, t0).unwrap();
+        let pkts = read_tcp(&out.into_writer());
         let payloads: Vec<_> = pkts.iter().map(|p| p.2.clone()).filter(|p| !p.is_empty()).collect();
         assert_eq!(payloads, [vec![1, 2, 3], vec![4]]);
     }
