@@ -25,7 +25,8 @@
 //!   conversation in pcap form, `session.json`, and replay of pcaps) and
 //!   [`render`] (the shadow renderer: display messages, images and their
 //!   codecs, canvas, streams; live per session or offline from pcaps) and
-//!   [`port`] (port-channel decoders: usbredir channels as usbmon pcaps).
+//!   [`port`] (port-channel decoders: usbredir channels as usbmon pcaps,
+//!   port channels' names and events, webdav folder sharing as HTTP pcaps).
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`inject`]: channels spicetap opens itself in a client's session (the
 //!   usb-host of `--usb-disk`).
@@ -38,7 +39,9 @@
 //!   [`usb_disk`]: the virtual USB disk (Bulk-Only Transport and SCSI over a
 //!   raw image) spicetap can attach to a guest.
 //! - [`webdav_mux`]: the connection multiplexing of SPICE folder sharing
-//!   (webdav port channel), parsed per direction, sans-IO.
+//!   (webdav port channel), parsed per direction, sans-IO; [`http1`]:
+//!   HTTP/1.1 message boundaries of a connection, to count WebDAV
+//!   requests and responses.
 //! - [`protocol`]: spice-protocol numbers and names; [`wire`]: the
 //!   little-endian reader; [`limits`]: every bound on peer input.
 //!
@@ -51,6 +54,7 @@ pub mod auth;
 pub mod capture;
 pub mod flushing;
 pub mod framing;
+pub mod http1;
 pub mod inject;
 pub mod limits;
 pub mod link;

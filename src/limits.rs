@@ -91,3 +91,8 @@ pub const USBREDIR_MAX_CONTROL_DATA: u32 = 64 * 1024;
 /// Most bytes waiting for a session's usbredir decoder: past it the decoder
 /// stops following the channel whose data was refused (recorded).
 pub const USBREDIR_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most bytes waiting for a session's port decoder (port and webdav
+/// channels): past it the decoder stops following the channel whose data
+/// was refused (recorded).
+pub const PORT_QUEUE_BYTES: usize = 64 * 1024 * 1024;

@@ -191,6 +191,10 @@ struct ProxyArgs {
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     capture_queue_mib: usize,
+    /// With --capture: write webdav request paths to session.json as
+    /// `sha256:<16 hex digits>` hashes (paths may name private files).
+    #[arg(long)]
+    redact_paths: bool,
     /// Attach this raw image (a multiple of 512 bytes) to every session's
     /// guest as a USB disk, on a usbredir channel spicetap links itself
     /// (the session's highest-numbered one, withheld from the client).
@@ -399,6 +403,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         debug_channels,
         max_connections: args.max_connections,
         capture_queue_bytes: args.capture_queue_mib.saturating_mul(1024 * 1024),
+        redact_paths: args.redact_paths,
         usb_disk,
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;

@@ -126,6 +126,10 @@ pub struct ChannelReport {
     /// transfers, mass storage) and its usbmon pcap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usbredir: Option<serde_json::Value>,
+    /// Port and webdav channels: what the port decoder saw (port name,
+    /// open/close events, folder sharing's HTTP requests and responses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<serde_json::Value>,
 }
 
 impl ChannelReport {
@@ -170,6 +174,7 @@ impl ChannelReport {
             capture_loss: None,
             render: None,
             usbredir: None,
+            port: None,
         }
     }
 }

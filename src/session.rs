@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::capture::writer;
-use crate::limits::{RENDER_QUEUE_BYTES, USBREDIR_QUEUE_BYTES};
+use crate::limits::{PORT_QUEUE_BYTES, RENDER_QUEUE_BYTES, USBREDIR_QUEUE_BYTES};
 use crate::report::{SessionReport, rfc3339};
 use crate::tap::{ChannelKey, Consumer, Reports, SessionTap};
 
@@ -48,6 +48,7 @@ pub struct Sessions {
     upstream: String,
     upstream_insecure: bool,
     video: Option<crate::video::VideoConfig>,
+    redact_paths: bool,
     live: Mutex<HashMap<u32, Entry>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
@@ -64,6 +65,7 @@ impl Sessions {
             upstream,
             upstream_insecure,
             video: None,
+            redact_paths: false,
             live: Mutex::new(HashMap::new()),
             writers: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(1),
@@ -74,6 +76,12 @@ impl Sessions {
     /// (capture only).
     pub fn with_video(mut self, config: Option<crate::video::VideoConfig>) -> Self {
         self.video = config;
+        self
+    }
+
+    /// Replaces webdav request paths in `session.json` by their hash.
+    pub fn with_redact_paths(mut self, redact: bool) -> Self {
+        self.redact_paths = redact;
         self
     }
 
@@ -194,6 +202,14 @@ impl Sessions {
                         consumers.push(Arc::new(usbredir));
                     }
                     Err(e) => tracing::error!(session_id = id, error = %e, "cannot start the usbredir decoder"),
+                }
+                let redact = self.redact_paths;
+                match crate::port::webdav::spawn(id, dir.clone(), reports.clone(), PORT_QUEUE_BYTES, redact) {
+                    Ok((port, handle)) => {
+                        self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+                        consumers.push(Arc::new(port));
+                    }
+                    Err(e) => tracing::error!(session_id = id, error = %e, "cannot start the port decoder"),
                 }
             }
             SessionTap::new(reports, consumers)

@@ -164,6 +164,7 @@ impl SessionWriter {
                     report.pcap = old.pcap.take();
                     report.render = old.render.take();
                     report.usbredir = old.usbredir.take();
+                    report.port = old.port.take();
                     if report.capture_loss.is_none() {
                         report.capture_loss = old.capture_loss.take();
                     }
@@ -176,6 +177,7 @@ impl SessionWriter {
                     match consumer {
                         "render" => self.report.channels[i].render = Some(report),
                         "usbredir" => self.report.channels[i].usbredir = Some(report),
+                        "port" => self.report.channels[i].port = Some(report),
                         other => {
                             tracing::debug!(consumer = other, "report from a consumer session.json has no place for")
                         }

@@ -4,6 +4,13 @@
 //!
 //! - [`usbredir`]: usbredir channels (type 9) as Linux usbmon pcaps, with
 //!   the devices, transfers and mass-storage commands in `session.json`.
+//! - [`webdav`]: port channels (type 10: name and open/close events) and
+//!   the webdav channel (type 11: folder sharing's mux, each connection an
+//!   HTTP conversation in a pcap).
+//!
+//! Each decoder is a [`DecoderSink`] (the tap side: never blocks, own byte
+//! budget) feeding a thread of its own per session that runs a
+//! [`Decoder`].
 //!
 //! SpiceVMC data (spice-common `spice.proto`, spice `server/spicevmc.cpp`):
 //! `SPICE_MSG_SPICEVMC_DATA` / `SPICE_MSGC_SPICEVMC_DATA` (101) carry raw
@@ -11,8 +18,18 @@
 //! size u32, then one raw LZ4 block.
 
 pub mod usbredir;
+pub mod webdav;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
 
 use thiserror::Error;
+use time::OffsetDateTime;
+
+use crate::protocol::ChannelType;
+use crate::tap::{ChannelKey, Consumer, EVENT_OVERHEAD, Reports, TapEvent};
 
 /// `SPICE_MSG_SPICEVMC_DATA` and `SPICE_MSGC_SPICEVMC_DATA`.
 pub const SPICEVMC_DATA: u16 = 101;
@@ -70,6 +87,217 @@ pub fn vmc_payload(msg_type: u16, body: &[u8]) -> Result<Option<Vec<u8>>, VmcErr
     }
 }
 
+/// `SPICE_MSG_PORT_INIT` (server, spice-protocol `enums.h`).
+pub const PORT_INIT: u16 = 201;
+/// `SPICE_MSG_PORT_EVENT` (server).
+pub const PORT_EVENT: u16 = 202;
+/// `SPICE_MSGC_PORT_EVENT` (client).
+pub const PORTC_EVENT: u16 = 201;
+
+/// Longest port name accepted in `SPICE_MSG_PORT_INIT` (QEMU's names are
+/// short reverse-DNS strings).
+pub const MAX_PORT_NAME: usize = 1024;
+
+/// A port channel message (spice-common `spice.proto`, `PortChannel`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortMessage {
+    /// `SPICE_MSG_PORT_INIT`: u32 name size (with its NUL), the name, u8
+    /// opened (whether the guest has the port open).
+    Init {
+        /// The port's name, without the NUL.
+        name: String,
+        /// Whether the guest side is open.
+        opened: bool,
+    },
+    /// `SPICE_MSG_PORT_EVENT` or `SPICE_MSGC_PORT_EVENT`: u8 event
+    /// (`SPICE_PORT_EVENT_OPENED` 0, `CLOSED` 1, `BREAK` 2, spice-protocol
+    /// `enums.h`).
+    Event(u8),
+}
+
+/// Why a port message cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PortError {
+    /// Shorter than its fields say.
+    #[error("port message of {0} bytes is truncated")]
+    Truncated(usize),
+    /// A name size of 0 or over [`MAX_PORT_NAME`].
+    #[error("port name of {0} bytes")]
+    NameSize(u32),
+}
+
+impl PortMessage {
+    /// Parses message `msg_type` of a port or webdav channel sent by the
+    /// server (`from_server`) or the client; `None` for other messages.
+    ///
+    /// # Errors
+    /// [`PortError`] for a truncated message or an oversized name.
+    pub fn parse(from_server: bool, msg_type: u16, body: &[u8]) -> Result<Option<Self>, PortError> {
+        match (from_server, msg_type) {
+            (true, PORT_INIT) => {
+                let Some((size, rest)) = body.split_first_chunk::<4>() else {
+                    return Err(PortError::Truncated(body.len()));
+                };
+                let size = u32::from_le_bytes(*size);
+                if size == 0 || size as usize > MAX_PORT_NAME {
+                    return Err(PortError::NameSize(size));
+                }
+                let Some((name, rest)) = rest.split_at_checked(size as usize) else {
+                    return Err(PortError::Truncated(body.len()));
+                };
+                let Some(&opened) = rest.first() else { return Err(PortError::Truncated(body.len())) };
+                let name = name.strip_suffix(&[0]).unwrap_or(name);
+                Ok(Some(Self::Init { name: String::from_utf8_lossy(name).into_owned(), opened: opened != 0 }))
+            }
+            (true, PORT_EVENT) | (false, PORTC_EVENT) => match body.first() {
+                Some(&e) => Ok(Some(Self::Event(e))),
+                None => Err(PortError::Truncated(0)),
+            },
+            _ => Ok(None),
+        }
+    }
+}
+
+/// The name of a `SPICE_PORT_EVENT_*` value.
+pub fn port_event_name(event: u8) -> &'static str {
+    match event {
+        0 => "opened",
+        1 => "closed",
+        2 => "break",
+        _ => "unknown",
+    }
+}
+
+/// Input of a decoder thread.
+#[derive(Debug)]
+enum Input {
+    Tap(TapEvent),
+    /// The queue refused this channel's data: stop decoding it.
+    Stop {
+        key: ChannelKey,
+        reason: String,
+    },
+    End,
+}
+
+impl Input {
+    fn cost(&self) -> usize {
+        if let Self::Tap(t) = self { t.cost() } else { EVENT_OVERHEAD }
+    }
+}
+
+/// What a port decoder thread does with the events of its channels.
+pub trait Decoder: Send + 'static {
+    /// One event of a channel the sink wants, in order.
+    fn event(&mut self, event: TapEvent);
+    /// The queue refused data of channel `key`: decode it no further and
+    /// record `reason`.
+    fn stop(&mut self, key: ChannelKey, reason: String);
+    /// The session ended: finish every channel still open and send the
+    /// last reports.
+    fn finish(&mut self);
+}
+
+/// The tap side of a port decoder: a [`Consumer`] with its own queue,
+/// bounded in bytes, in front of the decoder's thread.
+#[derive(Debug, Clone)]
+pub struct DecoderSink {
+    name: &'static str,
+    types: &'static [ChannelType],
+    tx: Sender<Input>,
+    queued: Arc<AtomicUsize>,
+    budget: usize,
+}
+
+impl DecoderSink {
+    fn control(&self, ev: Input) {
+        self.queued.fetch_add(ev.cost(), Ordering::Relaxed);
+        let _ = self.tx.send(ev);
+    }
+}
+
+impl Consumer for DecoderSink {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn wants(&self, channel_type: ChannelType) -> bool {
+        self.types.contains(&channel_type)
+    }
+
+    fn offer(&self, event: TapEvent) -> Result<(), String> {
+        if event.is_control() {
+            self.control(Input::Tap(event));
+            return Ok(());
+        }
+        if matches!(event, TapEvent::Link { .. }) {
+            return Ok(());
+        }
+        let cost = event.cost();
+        if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > self.budget {
+            self.queued.fetch_sub(cost, Ordering::Relaxed);
+            let reason = format!("{} decoder fell behind by more than {} bytes", self.name, self.budget);
+            if let TapEvent::Data { key, .. } = &event {
+                self.control(Input::Stop { key: *key, reason: reason.clone() });
+            }
+            return Err(reason);
+        }
+        self.tx.send(Input::Tap(event)).map_err(|_| format!("{} decoder stopped", self.name))
+    }
+
+    fn end(&self, _at: OffsetDateTime) {
+        self.control(Input::End);
+    }
+}
+
+/// Starts decoder `name`'s thread for session `session_id`, following
+/// channels of `types`; at most `budget` bytes wait in its queue. At the
+/// session's end the thread calls [`Decoder::finish`], then
+/// [`Reports::consumer_done`].
+///
+/// # Errors
+/// The error of spawning the thread.
+pub fn spawn_decoder<D: Decoder>(
+    name: &'static str,
+    types: &'static [ChannelType],
+    session_id: u32,
+    reports: Arc<dyn Reports>,
+    budget: usize,
+    mut decoder: D,
+) -> std::io::Result<(DecoderSink, JoinHandle<()>)> {
+    let (tx, rx) = channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sink = DecoderSink { name, types, tx, queued: queued.clone(), budget };
+    let handle = std::thread::Builder::new()
+        .name(format!("{name}-{session_id}"))
+        .spawn(move || run_decoder(name, &rx, &queued, &reports, &mut decoder))?;
+    Ok((sink, handle))
+}
+
+fn run_decoder<D: Decoder>(
+    name: &'static str,
+    rx: &Receiver<Input>,
+    queued: &AtomicUsize,
+    reports: &Arc<dyn Reports>,
+    decoder: &mut D,
+) {
+    while let Ok(ev) = rx.recv() {
+        let cost = ev.cost();
+        match ev {
+            Input::Tap(t) => decoder.event(t),
+            Input::Stop { key, reason } => decoder.stop(key, reason),
+            Input::End => {
+                decoder.finish();
+                queued.fetch_sub(cost, Ordering::Relaxed);
+                break;
+            }
+        }
+        queued.fetch_sub(cost, Ordering::Relaxed);
+    }
+    reports.consumer_done(name);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +311,28 @@ mod tests {
         body.extend((raw.len() as u32).to_le_bytes());
         body.extend(lz4_flex::block::compress(&raw));
         assert_eq!(vmc_payload(SPICEVMC_COMPRESSED_DATA, &body), Ok(Some(raw)));
+    }
+
+    #[test]
+    fn port_messages_are_parsed_and_bounded() {
+        let mut init = 25u32.to_le_bytes().to_vec();
+        init.extend_from_slice(b"org.spice-space.webdav.0\0");
+        init.push(1);
+        let want = PortMessage::Init { name: "org.spice-space.webdav.0".into(), opened: true };
+        assert_eq!(PortMessage::parse(true, PORT_INIT, &init), Ok(Some(want)));
+        assert_eq!(PortMessage::parse(true, PORT_EVENT, &[1]), Ok(Some(PortMessage::Event(1))));
+        assert_eq!(PortMessage::parse(false, PORTC_EVENT, &[0]), Ok(Some(PortMessage::Event(0))));
+        assert_eq!(PortMessage::parse(false, SPICEVMC_DATA, b"x"), Ok(None));
+        // Hostile: truncated at every length, oversized and empty names.
+        for n in 0..init.len() {
+            assert!(PortMessage::parse(true, PORT_INIT, &init[..n]).is_err(), "{n}");
+        }
+        assert_eq!(PortMessage::parse(true, PORT_EVENT, &[]), Err(PortError::Truncated(0)));
+        let mut huge = u32::MAX.to_le_bytes().to_vec();
+        huge.push(0);
+        assert_eq!(PortMessage::parse(true, PORT_INIT, &huge), Err(PortError::NameSize(u32::MAX)));
+        assert_eq!(PortMessage::parse(true, PORT_INIT, &[0, 0, 0, 0, 1]), Err(PortError::NameSize(0)));
+        assert_eq!(port_event_name(2), "break");
     }
 
     #[test]

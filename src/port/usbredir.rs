@@ -7,7 +7,7 @@
 //! endpoint, errors, SCSI commands).
 //!
 //! ```text
-//! ChannelTap ──TapEvent──> UsbredirSink ──(own byte budget)──> usbredir thread (per session)
+//! ChannelTap ──TapEvent──> DecoderSink ──(own byte budget)──> usbredir thread (per session)
 //!                          (try-send)                           MessageAssembler per direction
 //!                                                               SpiceVMC payload (LZ4 inflated)
 //!                                                               UsbredirDecoder (server = usb-guest,
@@ -24,8 +24,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
@@ -34,13 +32,13 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::vmc_payload;
+use super::{Decoder, DecoderSink, spawn_decoder, vmc_payload};
 use crate::flushing::FlushingFile;
 use crate::framing::MessageAssembler;
 use crate::msc::{Cbw, Csw, scsi_command_name};
 use crate::protocol::{ChannelType, Direction};
 use crate::report::rfc3339;
-use crate::tap::{ChannelKey, Consumer, EVENT_OVERHEAD, Reports, TapEvent};
+use crate::tap::{ChannelKey, Reports, TapEvent};
 use crate::usbmon::{HEADER_LEN, UsbmonConverter, UsbmonRecord};
 use crate::usbredir::{Packet, Side, TypeHeader, UsbredirDecoder, cap_names};
 
@@ -48,68 +46,6 @@ use crate::usbredir::{Packet, Side, TypeHeader, UsbredirDecoder, cap_names};
 /// in the record's length): enough for descriptors, CBWs, CSWs and the
 /// first blocks of a read.
 pub const KEEP_DATA: usize = 64 * 1024;
-
-/// Input of the decoder thread.
-#[derive(Debug)]
-enum Input {
-    Tap(TapEvent),
-    /// The queue refused this channel's data: stop decoding it.
-    Stop {
-        key: ChannelKey,
-        reason: String,
-    },
-    End,
-}
-
-/// The sending side of a session's usbredir decoder.
-#[derive(Debug, Clone)]
-pub struct UsbredirSink {
-    tx: Sender<Input>,
-    queued: Arc<AtomicUsize>,
-    budget: usize,
-}
-
-impl UsbredirSink {
-    fn control(&self, ev: Input) {
-        let cost = if let Input::Tap(t) = &ev { t.cost() } else { EVENT_OVERHEAD };
-        self.queued.fetch_add(cost, Ordering::Relaxed);
-        let _ = self.tx.send(ev);
-    }
-}
-
-impl Consumer for UsbredirSink {
-    fn name(&self) -> &'static str {
-        "usbredir"
-    }
-
-    fn wants(&self, channel_type: ChannelType) -> bool {
-        channel_type == ChannelType::USBREDIR
-    }
-
-    fn offer(&self, event: TapEvent) -> Result<(), String> {
-        if event.is_control() {
-            self.control(Input::Tap(event));
-            return Ok(());
-        }
-        if matches!(event, TapEvent::Link { .. }) {
-            return Ok(());
-        }
-        let cost = event.cost();
-        if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > self.budget {
-            self.queued.fetch_sub(cost, Ordering::Relaxed);
-            let reason = format!("usbredir decoder fell behind by more than {} bytes", self.budget);
-            if let TapEvent::Data { key, .. } = &event {
-                self.control(Input::Stop { key: *key, reason: reason.clone() });
-            }
-            return Err(reason);
-        }
-        self.tx.send(Input::Tap(event)).map_err(|_| "usbredir decoder stopped".to_string())
-    }
-
-    fn end(&self, _at: OffsetDateTime) {
-        self.control(Input::End);
-    }
-}
 
 /// Starts a session's usbredir decoder thread writing into `dir`; reports
 /// go to `reports`, at most `budget` bytes wait in its queue.
@@ -121,15 +57,9 @@ pub fn spawn(
     dir: PathBuf,
     reports: Arc<dyn Reports>,
     budget: usize,
-) -> std::io::Result<(UsbredirSink, JoinHandle<()>)> {
-    let (tx, rx) = channel();
-    let queued = Arc::new(AtomicUsize::new(0));
-    let sink = UsbredirSink { tx, queued: queued.clone(), budget };
-    let handle = std::thread::Builder::new().name(format!("usbredir-{session_id}")).spawn(move || {
-        let mut t = DecoderThread { dir, reports, channels: HashMap::new(), names: HashSet::new() };
-        t.run(&rx, &queued);
-    })?;
-    Ok((sink, handle))
+) -> std::io::Result<(DecoderSink, JoinHandle<()>)> {
+    let decoder = DecoderThread { dir, reports: reports.clone(), channels: HashMap::new(), names: HashSet::new() };
+    spawn_decoder("usbredir", &[ChannelType::USBREDIR], session_id, reports, budget, decoder)
 }
 
 /// What `session.json` says of one usbredir channel.
@@ -246,33 +176,16 @@ struct DecoderThread {
     names: HashSet<String>,
 }
 
-impl DecoderThread {
-    fn run(&mut self, rx: &Receiver<Input>, queued: &AtomicUsize) {
-        while let Ok(ev) = rx.recv() {
-            let cost = if let Input::Tap(t) = &ev { t.cost() } else { EVENT_OVERHEAD };
-            let end = matches!(ev, Input::End);
-            self.handle(ev);
-            queued.fetch_sub(cost, Ordering::Relaxed);
-            if end {
-                let keys: Vec<_> = self.channels.keys().copied().collect();
-                for key in keys {
-                    self.close(key);
-                }
-                self.reports.consumer_done("usbredir");
-                return;
-            }
-        }
-    }
-
-    fn handle(&mut self, ev: Input) {
+impl Decoder for DecoderThread {
+    fn event(&mut self, ev: TapEvent) {
         match ev {
-            Input::Tap(TapEvent::Open { key, channel_id, .. }) => self.open(key, channel_id),
-            Input::Tap(TapEvent::StartMessages { key, kind }) => {
+            TapEvent::Open { key, channel_id, .. } => self.open(key, channel_id),
+            TapEvent::StartMessages { key, kind } => {
                 if let (Some(ch), Some(kind)) = (self.channels.get_mut(&key), kind) {
                     ch.assemblers = Some([MessageAssembler::new(kind), MessageAssembler::new(kind)]);
                 }
             }
-            Input::Tap(TapEvent::Data { key, dir, at, bytes }) => {
+            TapEvent::Data { key, dir, at, bytes } => {
                 if let Some(ch) = self.channels.get_mut(&key)
                     && ch.report.stopped.is_none()
                     && let Err(e) = ch.feed(dir, at, &bytes)
@@ -281,16 +194,26 @@ impl DecoderThread {
                     ch.report.stopped = Some(e);
                 }
             }
-            Input::Tap(TapEvent::Close { key, .. }) => self.close(key),
-            Input::Tap(TapEvent::Link { .. }) | Input::End => {}
-            Input::Stop { key, reason } => {
-                if let Some(ch) = self.channels.get_mut(&key) {
-                    ch.report.stopped.get_or_insert(reason);
-                }
-            }
+            TapEvent::Close { key, .. } => self.close(key),
+            TapEvent::Link { .. } => {}
         }
     }
 
+    fn stop(&mut self, key: ChannelKey, reason: String) {
+        if let Some(ch) = self.channels.get_mut(&key) {
+            ch.report.stopped.get_or_insert(reason);
+        }
+    }
+
+    fn finish(&mut self) {
+        let keys: Vec<_> = self.channels.keys().copied().collect();
+        for key in keys {
+            self.close(key);
+        }
+    }
+}
+
+impl DecoderThread {
     fn open(&mut self, key: ChannelKey, channel_id: u8) {
         let mut name = format!("usbredir-{channel_id}.usbmon.pcap");
         let mut n = 1;

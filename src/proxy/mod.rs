@@ -67,6 +67,8 @@ pub struct ProxyConfig {
     /// Most bytes of traffic queued for one session's capture writer (see
     /// [`crate::limits::CAPTURE_QUEUE_BYTES`]).
     pub capture_queue_bytes: usize,
+    /// Hash webdav request paths in `session.json` (`--redact-paths`).
+    pub redact_paths: bool,
     /// Attach this disk to every session's guest (`--usb-disk`).
     pub usb_disk: Option<Arc<crate::inject::usb_channel::UsbDiskConfig>>,
 }
@@ -144,7 +146,8 @@ impl Proxy {
                 config.upstream.describe(),
                 config.upstream_insecure,
             )
-            .with_video(config.video.clone()),
+            .with_video(config.video.clone())
+            .with_redact_paths(config.redact_paths),
         );
         Ok(Self { listeners, config, sessions })
     }
