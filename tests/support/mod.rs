@@ -733,3 +733,163 @@ pub fn md5_of(path: &Path) -> String {
     let out = run_bounded(Command::new("md5sum").arg(path), Duration::from_secs(60));
     String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or("").to_string()
 }
+
+impl Qemu {
+    /// Types `text` and Return on the guest's PS/2 keyboard with the human
+    /// monitor's `sendkey` (no SPICE client involved), all keys over one
+    /// monitor connection. QEMU queues the key events, so they arrive in
+    /// order, 50 ms each; this returns once the monitor took every command
+    /// (the keys may still be on their way). Letters, digits, space and
+    /// `-./:_` are known.
+    pub fn type_line(&self, text: &str) {
+        let mut keys: Vec<String> = text.chars().map(sendkey_name).collect();
+        keys.push("ret".into());
+        let mut s = std::os::unix::net::UnixStream::connect(&self.monitor).expect("QEMU monitor");
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let script: String = keys.iter().map(|k| format!("sendkey {k} 50\n")).collect();
+        s.write_all(script.as_bytes()).unwrap();
+        // One "(qemu)" prompt after the banner, then one per command.
+        let mut seen = Vec::new();
+        let start = Instant::now();
+        let prompts = |b: &[u8]| String::from_utf8_lossy(b).matches("(qemu)").count();
+        while prompts(&seen) <= keys.len() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "QEMU's monitor did not take all sendkey commands: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            let mut buf = [0u8; 4096];
+            match s.read(&mut buf) {
+                Ok(0) => panic!("QEMU's monitor closed the connection"),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        let text = String::from_utf8_lossy(&seen);
+        assert!(!text.contains("nvalid parameter") && !text.contains("unknown key"), "sendkey: {text}");
+    }
+}
+
+/// QEMU's `sendkey` name of a character.
+fn sendkey_name(c: char) -> String {
+    match c {
+        'a'..='z' | '0'..='9' => c.to_string(),
+        'A'..='Z' => format!("shift-{}", c.to_ascii_lowercase()),
+        ' ' => "spc".into(),
+        '-' => "minus".into(),
+        '_' => "shift-minus".into(),
+        '.' => "dot".into(),
+        '/' => "slash".into(),
+        ':' => "shift-semicolon".into(),
+        _ => panic!("type_line: no sendkey name for {c:?}"),
+    }
+}
+
+/// One connection of the guest's webdav probe (`webdav <tag>` typed on its
+/// keyboard, see `scripts/guest/init`): mux client `id` and the lines of
+/// the HTTP response the SPICE client's phodav sent on it (`\r` dropped,
+/// bytes outside ASCII 32..126 shown as `.`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebdavAnswer {
+    pub id: String,
+    pub lines: Vec<String>,
+    /// The client side closed the connection (a size-0 mux frame).
+    pub closed: bool,
+    /// The last line had no final newline (`SPICETAP-WEBDAV-NOEOL`).
+    pub no_eol: bool,
+}
+
+impl WebdavAnswer {
+    /// The status code of the status line (`HTTP/1.1 207 Multi-Status`).
+    pub fn status(&self) -> Option<u16> {
+        let first = self.lines.first()?;
+        let mut words = first.split(' ');
+        words.next().filter(|v| v.starts_with("HTTP/"))?;
+        words.next()?.parse().ok()
+    }
+
+    /// A header's value (the name is case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.lines[..self.head_len()]
+            .iter()
+            .skip(1)
+            .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+    }
+
+    /// The body: everything after the blank line ending the header, each
+    /// line with its `\n` (but `\r` dropped, and no chunked decoding).
+    pub fn body(&self) -> String {
+        let mut body = String::new();
+        let rest = &self.lines[(self.head_len() + 1).min(self.lines.len())..];
+        for (i, l) in rest.iter().enumerate() {
+            body.push_str(l);
+            if !(self.no_eol && i + 1 == rest.len()) {
+                body.push('\n');
+            }
+        }
+        body
+    }
+
+    /// Lines up to (not including) the blank line ending the header.
+    fn head_len(&self) -> usize {
+        self.lines.iter().position(|l| l.is_empty()).unwrap_or(self.lines.len())
+    }
+}
+
+/// Runs the guest's webdav probe: types `webdav <tag>` (tag `[a-z0-9]+`,
+/// unique in this boot), waits up to `limit` for
+/// `SPICETAP-WEBDAV-DONE:<tag>` and returns its connections in request
+/// order: PROPFIND /, GET /hello.txt, PUT /new-<tag>.txt (body
+/// `spicetap put <tag>\n`), then any other id the client sent on. The
+/// probe's own errors (`SPICETAP-WEBDAV-ERROR`) are printed to stderr;
+/// see [`webdav_errors`].
+pub fn webdav_probe(qemu: &Qemu, tag: &str, limit: Duration) -> Vec<WebdavAnswer> {
+    assert!(!tag.is_empty() && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()), "tag {tag:?}");
+    let done = format!("SPICETAP-WEBDAV-DONE:{tag}");
+    let finished = |log: &str| log.lines().any(|l| l.trim_end_matches('\r') == done);
+    assert!(!finished(&qemu.serial_log()), "webdav probe {tag:?} already ran in this boot");
+    qemu.type_line(&format!("webdav {tag}"));
+    let start = Instant::now();
+    while !finished(&qemu.serial_log()) {
+        assert!(start.elapsed() < limit, "no {done} within {limit:?}; the guest's serial log:\n{}", qemu.serial_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = qemu.serial_log();
+    for e in webdav_errors(&log, tag) {
+        eprintln!("webdav probe {tag}: {e}");
+    }
+    webdav_answers(&log, tag)
+}
+
+/// The connections the webdav probe `tag` reported in a serial log, in the
+/// order it printed them.
+pub fn webdav_answers(log: &str, tag: &str) -> Vec<WebdavAnswer> {
+    fn slot<'a>(answers: &'a mut Vec<WebdavAnswer>, id: &str) -> &'a mut WebdavAnswer {
+        if let Some(i) = answers.iter().position(|a| a.id == id) {
+            return &mut answers[i];
+        }
+        answers.push(WebdavAnswer { id: id.to_string(), ..Default::default() });
+        answers.last_mut().unwrap()
+    }
+    let mut answers = Vec::new();
+    for line in log.lines().map(|l| l.trim_end_matches('\r')) {
+        let Some((kind, rest)) = line.split_once(':') else { continue };
+        let Some(rest) = rest.strip_prefix(tag).and_then(|r| r.strip_prefix(':')) else { continue };
+        match kind {
+            "SPICETAP-WEBDAV" => {
+                let (id, text) = rest.split_once(':').unwrap_or((rest, ""));
+                slot(&mut answers, id).lines.push(text.to_string());
+            }
+            "SPICETAP-WEBDAV-CLOSED" => slot(&mut answers, rest).closed = true,
+            "SPICETAP-WEBDAV-NOEOL" => slot(&mut answers, rest).no_eol = true,
+            _ => {}
+        }
+    }
+    answers
+}
+
+/// The `SPICETAP-WEBDAV-ERROR` texts of the webdav probe `tag`.
+pub fn webdav_errors(log: &str, tag: &str) -> Vec<String> {
+    let prefix = format!("SPICETAP-WEBDAV-ERROR:{tag}:");
+    log.lines().filter_map(|l| l.trim_end_matches('\r').strip_prefix(&prefix).map(str::to_string)).collect()
+}
