@@ -204,8 +204,17 @@ struct ProxyArgs {
     /// writing).
     #[arg(long, requires = "usb_disk")]
     usb_disk_ro: bool,
+    /// Share this folder with every session's guest over the webdav
+    /// channel, which spicetap links itself (withheld from the client).
+    /// Nothing outside the folder is reachable (symlinks leading out are
+    /// refused).
+    #[arg(long, value_name = "DIR")]
+    share_dir: Option<PathBuf>,
+    /// With --share-dir: allow only GET, HEAD, OPTIONS and PROPFIND.
+    #[arg(long, requires = "share_dir")]
+    share_dir_ro: bool,
     /// The server's SPICE password, for the channels spicetap links itself
-    /// (--usb-disk) in passthrough mode (token mode uses each target's).
+    /// (--usb-disk, --share-dir) in passthrough mode (token mode uses each target's).
     /// Never logged.
     #[arg(long, value_name = "FILE")]
     upstream_password_file: Option<PathBuf>,
@@ -359,31 +368,45 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         Some(config)
     };
 
+    // The server's password, for the channels spicetap links itself.
+    let password = match (&args.upstream_password_file, args.usb_disk.is_some() || args.share_dir.is_some()) {
+        (Some(file), true) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                if std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                    tracing::warn!(file = %file.display(), "the password file may be read by others (chmod 600)");
+                }
+            }
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--upstream-password-file {}", file.display()))?;
+            Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
+        }
+        _ => None,
+    };
     let usb_disk = match &args.usb_disk {
         None => None,
         Some(path) => {
-            let password = match &args.upstream_password_file {
-                None => None,
-                Some(file) => {
-                    #[cfg(unix)]
-                    {
-                        use std::os::unix::fs::PermissionsExt;
-                        if std::fs::metadata(file).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-                            tracing::warn!(file = %file.display(), "the password file may be read by others (chmod 600)");
-                        }
-                    }
-                    let text = std::fs::read_to_string(file)
-                        .with_context(|| format!("--upstream-password-file {}", file.display()))?;
-                    Some(text.trim_end_matches(['\r', '\n']).as_bytes().to_vec())
-                }
-            };
             let config = spicetap::inject::usb_channel::UsbDiskConfig {
                 path: path.clone(),
                 read_only: args.usb_disk_ro,
-                password,
+                password: password.clone(),
             };
             let size = config.check().map_err(anyhow::Error::msg)?;
             tracing::info!(file = %path.display(), bytes = size, read_only = args.usb_disk_ro, "USB disk attached to every session");
+            Some(std::sync::Arc::new(config))
+        }
+    };
+    let share_dir = match &args.share_dir {
+        None => None,
+        Some(dir) => {
+            let config = spicetap::inject::share::ShareConfig {
+                dir: dir.clone(),
+                read_only: args.share_dir_ro,
+                password: password.clone(),
+            };
+            config.check().map_err(anyhow::Error::msg)?;
+            tracing::info!(dir = %dir.display(), read_only = args.share_dir_ro, "folder shared with every session");
             Some(std::sync::Arc::new(config))
         }
     };
@@ -405,6 +428,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         capture_queue_bytes: args.capture_queue_mib.saturating_mul(1024 * 1024),
         redact_paths: args.redact_paths,
         usb_disk,
+        share_dir,
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
     proxy.run(stop_signal()).await.context("running the proxy")?;

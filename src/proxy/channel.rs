@@ -24,6 +24,8 @@ use super::token_link::{self, TokenAuth, TokenOutcome};
 use super::upstream::Upstream;
 use crate::auth::audit::{AuditEvent, AuditLog};
 use crate::framing::Framer;
+use crate::inject::share::ShareConfig;
+use crate::inject::usb_channel::UsbDiskConfig;
 use crate::link::HeaderKind;
 use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_AUTH_SPICE};
 use crate::report::{CapsReport, ChannelReport, DirectionReport, EndReport, rfc3339};
@@ -49,6 +51,8 @@ pub struct Shared {
     pub display_caps_removed: u32,
     /// The disk attached to every session's guest (`--usb-disk`).
     pub usb_disk: Option<Arc<crate::inject::usb_channel::UsbDiskConfig>>,
+    /// The folder shared with every session's guest (`--share-dir`).
+    pub share_dir: Option<Arc<ShareConfig>>,
 }
 
 /// Which channels must reach spicetap over TLS (`--require-client-tls`).
@@ -214,42 +218,50 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
             let mut filter = (token.is_some() && ct == ChannelType::MAIN)
                 .then(|| framing.map(|k| MessageFilter::new(k, is_main_migrate)))
                 .flatten();
-            // --usb-disk: the usbredir channel spicetap links itself is
-            // withheld from the client's channel list.
+            // --usb-disk, --share-dir: the channels spicetap links itself
+            // are withheld from the client's channel list.
             let (stop_tx, stop_rx) = watch::channel(false);
             let withheld = Arc::new(Mutex::new(Vec::new()));
-            // Where the injected channel goes: the upstream, or in token
+            // Where the injected channels go: the upstream, or in token
             // mode the client's target with its password.
-            let inject_to = match (&shared.usb_disk, &token) {
-                (Some(disk), None) => Some((shared.upstream.clone(), disk.clone())),
-                (Some(disk), Some(t)) => {
-                    t.target.as_deref().and_then(|name| shared.tokens.as_ref()?.targets.by_name(name)).map(|target| {
-                        let config = crate::inject::usb_channel::UsbDiskConfig {
-                            password: Some(target.password().to_vec()),
-                            ..(**disk).clone()
-                        };
-                        (target.upstream.clone(), Arc::new(config))
-                    })
-                }
-                (None, _) => None,
+            let wanted = shared.usb_disk.is_some() || shared.share_dir.is_some();
+            let inject_to = match (wanted, &token) {
+                (false, _) => None,
+                (true, None) => Some((shared.upstream.clone(), None)),
+                (true, Some(t)) => t
+                    .target
+                    .as_deref()
+                    .and_then(|name| shared.tokens.as_ref()?.targets.by_name(name))
+                    .map(|target| (target.upstream.clone(), Some(target.password().to_vec()))),
             };
             let injector = match (inject_to, framing) {
-                (Some((upstream, disk)), Some(kind)) if ct == ChannelType::MAIN => {
+                (Some((upstream, password)), Some(kind)) if ct == ChannelType::MAIN => {
                     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                     let drop = if token.is_some() { is_main_migrate } else { |_| false };
-                    filter = Some(
-                        MessageFilter::new(kind, drop)
-                            .with_rewrite(SPICE_MSG_MAIN_CHANNELS_LIST, withhold_usbredir(tx, withheld.clone())),
-                    );
+                    let choice = Withhold { usbredir: shared.usb_disk.is_some(), webdav: shared.share_dir.is_some() };
+                    filter =
+                        Some(MessageFilter::new(kind, drop).with_rewrite(
+                            SPICE_MSG_MAIN_CHANNELS_LIST,
+                            withhold_channels(choice, tx, withheld.clone()),
+                        ));
+                    let disk = shared.usb_disk.as_ref().map(|d| match &password {
+                        Some(p) => Arc::new(UsbDiskConfig { password: Some(p.clone()), ..(**d).clone() }),
+                        None => d.clone(),
+                    });
+                    let share = shared.share_dir.as_ref().map(|s| match &password {
+                        Some(p) => Arc::new(ShareConfig { password: Some(p.clone()), ..(**s).clone() }),
+                        None => s.clone(),
+                    });
                     let task = InjectTask {
-                        ids: rx,
+                        channels: rx,
                         stop: stop_rx,
                         shared: shared.clone(),
                         slot: slot.clone(),
                         upstream,
                         disk,
+                        share,
                     };
-                    Some(tokio::spawn(inject_usb_disk(task)))
+                    Some(tokio::spawn(inject_channels(task)))
                 }
                 _ => None,
             };
@@ -329,42 +341,81 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
 /// `SPICE_MSG_MAIN_CHANNELS_LIST` (spice-protocol `enums.h`).
 const SPICE_MSG_MAIN_CHANNELS_LIST: u16 = 104;
 
+/// Which channels the list rewrite takes out for spicetap to link.
+#[derive(Debug, Clone, Copy)]
+struct Withhold {
+    /// The highest-numbered usbredir channel (`--usb-disk`).
+    usbredir: bool,
+    /// The webdav channel, (11, 0) (`--share-dir`).
+    webdav: bool,
+}
+
 /// The rewrite of `SPICE_MSG_MAIN_CHANNELS_LIST` (u32 count, then count x
-/// {u8 type, u8 id}) for `--usb-disk`: the first list's highest-numbered
-/// usbredir channel is taken out (and later lists' entries for it), its id
-/// sent to the injection task, and the change recorded in `withheld`.
-fn withhold_usbredir(
-    tx: tokio::sync::mpsc::UnboundedSender<u8>,
+/// {u8 type, u8 id}) for the injected channels: the channels `choice` asks
+/// for are taken out of the list that first announces them (and of later
+/// lists), sent to the injection task, and the change recorded in
+/// `withheld`. A server without such a channel in its first list is
+/// recorded too (`none: ...`); the session goes on.
+fn withhold_channels(
+    choice: Withhold,
+    tx: tokio::sync::mpsc::UnboundedSender<(ChannelType, u8)>,
     withheld: Arc<Mutex<Vec<String>>>,
 ) -> super::relay::Rewrite {
-    let mut chosen: Option<u8> = None;
+    let mut usbredir: Option<u8> = None;
+    let mut webdav: Option<u8> = None;
     let mut first = true;
     Box::new(move |body: &[u8]| {
         let Some((count, entries)) = body.split_first_chunk::<4>() else { return body.to_vec() };
         let n = u32::from_le_bytes(*count) as usize;
         let Some(entries) = entries.get(..n.saturating_mul(2)) else { return body.to_vec() };
         let pairs: Vec<(u8, u8)> = entries.chunks_exact(2).map(|p| (p[0], p[1])).collect();
-        if first {
-            first = false;
-            chosen = pairs.iter().filter(|p| p.0 == ChannelType::USBREDIR.0).map(|p| p.1).max();
-            match chosen {
+        let note = |text: String| withheld.lock().unwrap_or_else(PoisonError::into_inner).push(text);
+        if choice.usbredir && usbredir.is_none() {
+            usbredir = pairs.iter().filter(|p| p.0 == ChannelType::USBREDIR.0).map(|p| p.1).max();
+            match usbredir {
                 Some(id) => {
-                    let _ = tx.send(id);
+                    let _ = tx.send((ChannelType::USBREDIR, id));
                 }
-                None => {
+                None if first => {
                     tracing::warn!(
                         "--usb-disk: the server has no usbredir channel; the session goes on without the disk"
                     );
-                    withheld.lock().unwrap_or_else(PoisonError::into_inner).push("none: no usbredir channel".into());
+                    note("none: no usbredir channel".into());
                 }
+                None => {}
             }
         }
-        let Some(id) = chosen else { return body.to_vec() };
-        let kept: Vec<(u8, u8)> = pairs.iter().copied().filter(|p| *p != (ChannelType::USBREDIR.0, id)).collect();
-        if kept.len() == pairs.len() {
+        if choice.webdav && webdav.is_none() {
+            webdav = pairs.iter().find(|p| **p == (ChannelType::WEBDAV.0, 0)).map(|p| p.1);
+            match webdav {
+                Some(id) => {
+                    let _ = tx.send((ChannelType::WEBDAV, id));
+                }
+                None if first => {
+                    tracing::warn!(
+                        "--share-dir: the server has no webdav channel; the session goes on without the share"
+                    );
+                    note("none: no webdav channel".into());
+                }
+                None => {}
+            }
+        }
+        first = false;
+        let taken = |p: &(u8, u8)| {
+            Some(*p) == usbredir.map(|id| (ChannelType::USBREDIR.0, id))
+                || Some(*p) == webdav.map(|id| (ChannelType::WEBDAV.0, id))
+        };
+        if !pairs.iter().any(taken) {
             return body.to_vec();
         }
-        withheld.lock().unwrap_or_else(PoisonError::into_inner).push(format!("usbredir {id}"));
+        let mut kept = Vec::new();
+        for p in &pairs {
+            if taken(p) {
+                note(format!("{} {}", ChannelType(p.0).name(), p.1));
+            } else {
+                kept.push(*p);
+            }
+        }
         let mut out = (kept.len() as u32).to_le_bytes().to_vec();
         for (t, i) in kept {
             out.extend_from_slice(&[t, i]);
@@ -374,57 +425,99 @@ fn withhold_usbredir(
     })
 }
 
-/// The `--usb-disk` channel of one session: waits for the channel id the
-/// list rewrite picks, joins the session, links the channel upstream and
-/// serves the disk until the main channel ends.
+/// The channels spicetap links in one session: waits for the channel ids
+/// the list rewrite picks, and runs each until the main channel ends.
 struct InjectTask {
-    ids: tokio::sync::mpsc::UnboundedReceiver<u8>,
+    channels: tokio::sync::mpsc::UnboundedReceiver<(ChannelType, u8)>,
     stop: watch::Receiver<bool>,
     shared: Arc<Shared>,
     slot: SessionSlot,
     upstream: Arc<super::upstream::Upstream>,
-    disk: Arc<crate::inject::usb_channel::UsbDiskConfig>,
+    disk: Option<Arc<UsbDiskConfig>>,
+    share: Option<Arc<ShareConfig>>,
 }
 
-async fn inject_usb_disk(task: InjectTask) {
-    use crate::inject::usb_channel::{InjectError, Traffic, run};
-    let InjectTask { mut ids, stop, shared, slot, upstream, disk } = task;
-    let Some(channel_id) = ids.recv().await else { return };
+async fn inject_channels(mut task: InjectTask) {
+    let mut running = tokio::task::JoinSet::new();
+    let mut stop = task.stop.clone();
+    loop {
+        let next = tokio::select! {
+            next = task.channels.recv() => next,
+            _ = stop.wait_for(|&s| s) => None,
+        };
+        let Some((ct, id)) = next else { break };
+        running.spawn(inject_channel(
+            ct,
+            id,
+            task.stop.clone(),
+            task.shared.clone(),
+            task.slot.clone(),
+            task.upstream.clone(),
+            task.disk.clone(),
+            task.share.clone(),
+        ));
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// One injected channel: joins the session (so it does not end before the
+/// channel), reports like a client's channel, links upstream and serves.
+#[allow(clippy::too_many_arguments)]
+async fn inject_channel(
+    ct: ChannelType,
+    channel_id: u8,
+    stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    slot: SessionSlot,
+    upstream: Arc<super::upstream::Upstream>,
+    disk: Option<Arc<UsbDiskConfig>>,
+    share: Option<Arc<ShareConfig>>,
+) {
+    use crate::inject::spicevmc::{InjectError, Recorder, Traffic};
+    let who = if ct == ChannelType::WEBDAV { "spicetap --share-dir" } else { "spicetap --usb-disk" };
     let Some(main_session) = slot.lock().unwrap_or_else(PoisonError::into_inner).clone() else {
-        tracing::warn!("--usb-disk: channel list before the session id; no disk for this session");
+        tracing::warn!("{who}: channel list before the session id; nothing injected in this session");
         return;
     };
     let opened = OffsetDateTime::now_utc();
     let accepted = SystemTime::now();
-    let (session, _) = shared.sessions.join(main_session.id, "spicetap --usb-disk", opened);
+    let (session, _) = shared.sessions.join(main_session.id, who, opened);
     let key = shared.sessions.next_key();
-    let ct = ChannelType::USBREDIR;
-    let mut report = ChannelReport::new(ct, channel_id, session.id, "spicetap --usb-disk".into(), opened);
+    let mut report = ChannelReport::new(ct, channel_id, session.id, who.into(), opened);
     let tap = session.tap.as_ref().map(|t| {
         let c = Arc::new(Mutex::new(ChannelTap::pending(key, ct)));
         t.reports().channel_opened(key, Box::new(report.clone()));
         c.lock().unwrap_or_else(PoisonError::into_inner).attach(t, channel_id, accepted);
         c
     });
+    let traffic = Arc::new(Traffic::default());
+    let record = Recorder::new(tap.clone(), traffic.clone());
     let leg = upstream.first_leg(ct);
-    let mut traffic = Traffic::default();
     let result = match upstream.connect(leg).await {
         Ok(up) => {
             report.upstream_address = Some(up.address.clone());
             report.upstream_tls.clone_from(&up.tls);
-            run(up.stream, session.id, channel_id, &disk, tap.as_deref(), &mut traffic, stop).await
+            match (ct, &disk, &share) {
+                (ChannelType::USBREDIR, Some(d), _) => {
+                    crate::inject::usb_channel::run(up.stream, session.id, channel_id, d, &record, stop).await
+                }
+                (ChannelType::WEBDAV, _, Some(s)) => {
+                    crate::inject::webdav_channel::run(up.stream, session.id, channel_id, s, &record, stop).await
+                }
+                _ => Ok(()),
+            }
         }
         Err(e) => Err(InjectError::Io(e)),
     };
     let (reason, error) = match &result {
         Ok(()) => ("client_closed", None),
         Err(e) => {
-            tracing::error!(channel_id, error = %e, "--usb-disk: the disk could not be attached");
+            tracing::error!(channel_id, error = %e, "{who}: the channel could not be served");
             ("error", Some(e.to_string()))
         }
     };
-    report.client_to_server.bytes = traffic.to_server;
-    report.server_to_client.bytes = traffic.from_server;
+    report.client_to_server.bytes = traffic.to_server.load(std::sync::atomic::Ordering::Relaxed);
+    report.server_to_client.bytes = traffic.from_server.load(std::sync::atomic::Ordering::Relaxed);
     report.closed = Some(rfc3339(OffsetDateTime::now_utc()));
     report.end = Some(EndReport { reason: reason.to_string(), error });
     if let (Some(c), Some(t)) = (&tap, &session.tap) {
@@ -527,15 +620,17 @@ impl Binder {
 mod tests {
     use super::*;
 
+    const USB: Withhold = Withhold { usbredir: true, webdav: false };
+
     #[test]
     fn the_highest_usbredir_channel_is_withheld_from_every_list() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let withheld = Arc::new(Mutex::new(Vec::new()));
-        let mut rewrite = withhold_usbredir(tx, withheld.clone());
+        let mut rewrite = withhold_channels(USB, tx, withheld.clone());
         // main 0, display 0, usbredir 0 and 1, webdav 0.
         let list = [5, 0, 0, 0, 1, 0, 2, 0, 9, 0, 9, 1, 11, 0];
         assert_eq!(rewrite(&list), [4, 0, 0, 0, 1, 0, 2, 0, 9, 0, 11, 0]);
-        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.try_recv(), Ok((ChannelType::USBREDIR, 1)));
         // A later single-entry announcement of the same channel is withheld too.
         assert_eq!(rewrite(&[1, 0, 0, 0, 9, 1]), [0, 0, 0, 0]);
         assert_eq!(rewrite(&[1, 0, 0, 0, 3, 0]), [1, 0, 0, 0, 3, 0]);
@@ -548,9 +643,39 @@ mod tests {
     fn a_server_without_usbredir_is_recorded() {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let withheld = Arc::new(Mutex::new(Vec::new()));
-        let mut rewrite = withhold_usbredir(tx, withheld.clone());
+        let mut rewrite = withhold_channels(USB, tx, withheld.clone());
         assert_eq!(rewrite(&[1, 0, 0, 0, 1, 0]), [1, 0, 0, 0, 1, 0]);
         assert!(rx.try_recv().is_err());
         assert_eq!(*withheld.lock().unwrap(), ["none: no usbredir channel"]);
+    }
+
+    #[test]
+    fn the_webdav_channel_is_withheld_alone_or_with_usbredir() {
+        let list = [5, 0, 0, 0, 1, 0, 2, 0, 9, 0, 9, 1, 11, 0];
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let withheld = Arc::new(Mutex::new(Vec::new()));
+        let mut rewrite = withhold_channels(Withhold { usbredir: false, webdav: true }, tx, withheld.clone());
+        assert_eq!(rewrite(&list), [4, 0, 0, 0, 1, 0, 2, 0, 9, 0, 9, 1]);
+        assert_eq!(rx.try_recv(), Ok((ChannelType::WEBDAV, 0)));
+        assert_eq!(*withheld.lock().unwrap(), ["webdav 0"]);
+
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let withheld = Arc::new(Mutex::new(Vec::new()));
+        let mut rewrite = withhold_channels(Withhold { usbredir: true, webdav: true }, tx, withheld.clone());
+        assert_eq!(rewrite(&list), [3, 0, 0, 0, 1, 0, 2, 0, 9, 0]);
+        assert_eq!(rx.try_recv(), Ok((ChannelType::USBREDIR, 1)));
+        assert_eq!(rx.try_recv(), Ok((ChannelType::WEBDAV, 0)));
+        assert_eq!(*withheld.lock().unwrap(), ["usbredir 1", "webdav 0"]);
+
+        // No webdav port on the server: recorded once; a later
+        // announcement is still taken.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let withheld = Arc::new(Mutex::new(Vec::new()));
+        let mut rewrite = withhold_channels(Withhold { usbredir: false, webdav: true }, tx, withheld.clone());
+        assert_eq!(rewrite(&[1, 0, 0, 0, 1, 0]), [1, 0, 0, 0, 1, 0]);
+        assert_eq!(rewrite(&[1, 0, 0, 0, 1, 1]), [1, 0, 0, 0, 1, 1]);
+        assert_eq!(rewrite(&[1, 0, 0, 0, 11, 0]), [0, 0, 0, 0]);
+        assert_eq!(rx.try_recv(), Ok((ChannelType::WEBDAV, 0)));
+        assert_eq!(*withheld.lock().unwrap(), ["none: no webdav channel", "webdav 0"]);
     }
 }

@@ -71,6 +71,8 @@ pub struct ProxyConfig {
     pub redact_paths: bool,
     /// Attach this disk to every session's guest (`--usb-disk`).
     pub usb_disk: Option<Arc<crate::inject::usb_channel::UsbDiskConfig>>,
+    /// Share this folder with every session's guest (`--share-dir`).
+    pub share_dir: Option<Arc<crate::inject::share::ShareConfig>>,
 }
 
 /// A failure to start the proxy.
@@ -205,6 +207,7 @@ impl Proxy {
             debug_channels: self.config.debug_channels.clone(),
             shutdown: stop_rx,
             usb_disk: self.config.usb_disk.clone(),
+            share_dir: self.config.share_dir.clone(),
         });
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         let mut tasks = JoinSet::new();
