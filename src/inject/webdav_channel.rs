@@ -69,8 +69,10 @@ enum Out {
     /// Response bytes of client `id`'s connection number `generation`
     /// (dropped if that connection is gone).
     Frame { id: i64, generation: u64, bytes: Bytes },
-    /// Client `id`'s connection closes.
-    Close { id: i64 },
+    /// Client `id`'s connection closes: after the frames queued before
+    /// it, connection `generation` (when spicetap closed it) stops being
+    /// current.
+    Close { id: i64, generation: Option<u64> },
     /// A housekeeping reply.
     Message { msg_type: u16, body: Vec<u8> },
 }
@@ -135,8 +137,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             Woke::Done((id, generation)) => {
                 // The share closed this connection (after its response).
                 if clients.get(&id).is_some_and(|c| c.generation == generation) {
-                    close_client(&mut clients, &mut mux, &live, id);
-                    if out_tx.send(Out::Close { id }).await.is_err() {
+                    close_client(&mut clients, &mut mux, id);
+                    if out_tx.send(Out::Close { id, generation: Some(generation) }).await.is_err() {
                         break Ok(());
                     }
                 }
@@ -177,7 +179,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                             "shared folder: more than {MAX_SHARE_CLIENTS} connections; closing this one"
                         );
                         mux.feed(false, &encode_frame(id, &[]), &mut Vec::new());
-                        let _ = out_tx.send(Out::Close { id }).await;
+                        let _ = out_tx.send(Out::Close { id, generation: None }).await;
                         continue;
                     }
                     next_generation += 1;
@@ -188,11 +190,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
                 }
                 MuxEvent::Data { id, bytes, .. } => {
                     let Some(c) = clients.get(&id) else { continue };
+                    let generation = c.generation;
                     let sent = c.inbound.send_timeout(Bytes::from(bytes), CLIENT_STALL).await;
                     if sent.is_err() {
                         tracing::warn!(id, "shared folder: a connection takes no request bytes; closing it");
-                        close_client(&mut clients, &mut mux, &live, id);
-                        let _ = out_tx.send(Out::Close { id }).await;
+                        close_client(&mut clients, &mut mux, id);
+                        let _ = out_tx.send(Out::Close { id, generation: Some(generation) }).await;
                     }
                 }
                 MuxEvent::Close { id, .. } => {
@@ -218,12 +221,12 @@ fn abort(c: &Client) {
 }
 
 /// Drops client `id` on spicetap's side: its tasks end and the mux decoder
-/// learns the id is free again.
-fn close_client(clients: &mut HashMap<i64, Client>, mux: &mut MuxDecoder, live: &Mutex<HashMap<i64, u64>>, id: i64) {
+/// learns the id is free again. Its answer frames already queued still go
+/// out, before the close frame the caller queues.
+fn close_client(clients: &mut HashMap<i64, Client>, mux: &mut MuxDecoder, id: i64) {
     if let Some(c) = clients.remove(&id) {
         abort(&c);
     }
-    live.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     mux.feed(false, &encode_frame(id, &[]), &mut Vec::new());
 }
 
@@ -295,7 +298,13 @@ async fn write_server<W: AsyncWrite + Unpin>(
                     let current = live.lock().unwrap_or_else(PoisonError::into_inner).get(&id) == Some(&generation);
                     if !current { None } else { Some(encode_frame(id, &bytes)) }
                 }
-                Out::Close { id } => Some(encode_frame(id, &[])),
+                Out::Close { id, generation } => {
+                    let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
+                    if generation.is_some() && live.get(&id) == generation.as_ref() {
+                        live.remove(&id);
+                    }
+                    Some(encode_frame(id, &[]))
+                }
                 Out::Message { msg_type, body } => {
                     if flush(&mut wr, kind, &mut serial, &mut data, &record).await.is_err() {
                         return;

@@ -101,8 +101,10 @@ pub const MAX_PORT_NAME: usize = 1024;
 /// A port channel message (spice-common `spice.proto`, `PortChannel`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortMessage {
-    /// `SPICE_MSG_PORT_INIT`: u32 name size (with its NUL), the name, u8
-    /// opened (whether the guest has the port open).
+    /// `SPICE_MSG_PORT_INIT`: u32 name size (with its NUL), u32 offset of
+    /// the name from the body's start (the name is a pointer field in
+    /// `spice.proto`, marshalled after the fixed part: offset 9), u8
+    /// opened (whether the guest has the port open), then the name.
     Init {
         /// The port's name, without the NUL.
         name: String,
@@ -136,17 +138,14 @@ impl PortMessage {
     pub fn parse(from_server: bool, msg_type: u16, body: &[u8]) -> Result<Option<Self>, PortError> {
         match (from_server, msg_type) {
             (true, PORT_INIT) => {
-                let Some((size, rest)) = body.split_first_chunk::<4>() else {
-                    return Err(PortError::Truncated(body.len()));
-                };
-                let size = u32::from_le_bytes(*size);
+                let short = || PortError::Truncated(body.len());
+                let [s0, s1, s2, s3, o0, o1, o2, o3, opened, ..] = *body else { return Err(short()) };
+                let size = u32::from_le_bytes([s0, s1, s2, s3]);
                 if size == 0 || size as usize > MAX_PORT_NAME {
                     return Err(PortError::NameSize(size));
                 }
-                let Some((name, rest)) = rest.split_at_checked(size as usize) else {
-                    return Err(PortError::Truncated(body.len()));
-                };
-                let Some(&opened) = rest.first() else { return Err(PortError::Truncated(body.len())) };
+                let offset = u32::from_le_bytes([o0, o1, o2, o3]) as usize;
+                let name = offset.checked_add(size as usize).and_then(|end| body.get(offset..end)).ok_or_else(short)?;
                 let name = name.strip_suffix(&[0]).unwrap_or(name);
                 Ok(Some(Self::Init { name: String::from_utf8_lossy(name).into_owned(), opened: opened != 0 }))
             }
@@ -315,9 +314,11 @@ mod tests {
 
     #[test]
     fn port_messages_are_parsed_and_bounded() {
+        // As QEMU's spice-server sent it (recorded from a real session).
         let mut init = 25u32.to_le_bytes().to_vec();
-        init.extend_from_slice(b"org.spice-space.webdav.0\0");
+        init.extend_from_slice(&9u32.to_le_bytes());
         init.push(1);
+        init.extend_from_slice(b"org.spice-space.webdav.0\0");
         let want = PortMessage::Init { name: "org.spice-space.webdav.0".into(), opened: true };
         assert_eq!(PortMessage::parse(true, PORT_INIT, &init), Ok(Some(want)));
         assert_eq!(PortMessage::parse(true, PORT_EVENT, &[1]), Ok(Some(PortMessage::Event(1))));
@@ -329,9 +330,13 @@ mod tests {
         }
         assert_eq!(PortMessage::parse(true, PORT_EVENT, &[]), Err(PortError::Truncated(0)));
         let mut huge = u32::MAX.to_le_bytes().to_vec();
-        huge.push(0);
+        huge.extend([9, 0, 0, 0, 0]);
         assert_eq!(PortMessage::parse(true, PORT_INIT, &huge), Err(PortError::NameSize(u32::MAX)));
-        assert_eq!(PortMessage::parse(true, PORT_INIT, &[0, 0, 0, 0, 1]), Err(PortError::NameSize(0)));
+        assert_eq!(PortMessage::parse(true, PORT_INIT, &[0, 0, 0, 0, 9, 0, 0, 0, 1]), Err(PortError::NameSize(0)));
+        // An offset past the end, or one that wraps.
+        let mut far = init.clone();
+        far[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(PortMessage::parse(true, PORT_INIT, &far), Err(PortError::Truncated(init.len())));
         assert_eq!(port_event_name(2), "break");
     }
 

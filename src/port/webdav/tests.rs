@@ -89,9 +89,10 @@ impl Bed {
 
 fn port_init(name: &str, opened: bool) -> Vec<u8> {
     let mut b = (name.len() as u32 + 1).to_le_bytes().to_vec();
+    b.extend_from_slice(&9u32.to_le_bytes());
+    b.push(u8::from(opened));
     b.extend_from_slice(name.as_bytes());
     b.push(0);
-    b.push(u8::from(opened));
     mini(crate::port::PORT_INIT, &b)
 }
 
@@ -186,7 +187,7 @@ fn hostile_streams_stop_the_decoder_or_the_http_count_only() {
     // A bad PORT_INIT stops decoding of the channel.
     let mut b = Bed::new(false);
     b.open(1, ChannelType::WEBDAV);
-    b.send(1, Direction::ServerToClient, &mini(crate::port::PORT_INIT, &[0xff, 0xff, 0xff, 0xff, 0]));
+    b.send(1, Direction::ServerToClient, &mini(crate::port::PORT_INIT, &[0xff, 0xff, 0xff, 0xff, 9, 0, 0, 0, 0]));
     b.send(1, Direction::ServerToClient, &mini(101, &encode_frame(4, GET)));
     let r = b.close(1);
     assert!(r["stopped"].as_str().unwrap().contains("port name"), "{r}");
