@@ -40,7 +40,7 @@ use tokio::task::JoinSet;
 use super::share::ShareConfig;
 use super::spicevmc::{Housekeeping, InjectError, MAX_VMC_MESSAGE, MSGC_SPICEVMC_DATA, Recorder, link, message};
 use crate::framing::MessageAssembler;
-use crate::limits::LINK_TIMEOUT;
+use crate::limits::{LINK_TIMEOUT, SHUTDOWN_WRITE_GRACE};
 use crate::link::HeaderKind;
 use crate::port::vmc_payload;
 use crate::protocol::{ChannelType, Direction};
@@ -210,7 +210,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     };
     tasks.shutdown().await;
     drop(out_tx);
-    let _ = writer.await;
+    // A server that no longer reads must not hold the channel open: the
+    // writer gets a grace period to send what is queued, then it is
+    // dropped.
+    let mut writer = writer;
+    if tokio::time::timeout(SHUTDOWN_WRITE_GRACE, &mut writer).await.is_err() {
+        writer.abort();
+    }
     result
 }
 
@@ -350,3 +356,6 @@ async fn flush<W: AsyncWrite + Unpin>(
     record.data(Direction::ClientToServer, &m);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
