@@ -739,8 +739,9 @@ impl Qemu {
     /// monitor's `sendkey` (no SPICE client involved), all keys over one
     /// monitor connection. QEMU queues the key events, so they arrive in
     /// order, 50 ms each; this returns once the monitor took every command
-    /// (the keys may still be on their way). Letters, digits, space and
-    /// `-./:_` are known.
+    /// (the keys may still be on their way). Letters (upper case with
+    /// shift), digits, space and the printable ASCII punctuation of a US
+    /// keyboard are known.
     pub fn type_line(&self, text: &str) {
         let mut keys: Vec<String> = text.chars().map(sendkey_name).collect();
         keys.push("ret".into());
@@ -770,19 +771,48 @@ impl Qemu {
     }
 }
 
-/// QEMU's `sendkey` name of a character.
+/// QEMU's `sendkey` name of a character (US keyboard layout, the guest
+/// kernel's default keymap).
 fn sendkey_name(c: char) -> String {
-    match c {
-        'a'..='z' | '0'..='9' => c.to_string(),
-        'A'..='Z' => format!("shift-{}", c.to_ascii_lowercase()),
-        ' ' => "spc".into(),
-        '-' => "minus".into(),
-        '_' => "shift-minus".into(),
-        '.' => "dot".into(),
-        '/' => "slash".into(),
-        ':' => "shift-semicolon".into(),
+    let name = match c {
+        'a'..='z' | '0'..='9' => return c.to_string(),
+        'A'..='Z' => return format!("shift-{}", c.to_ascii_lowercase()),
+        ' ' => "spc",
+        '-' => "minus",
+        '_' => "shift-minus",
+        '=' => "equal",
+        '+' => "shift-equal",
+        '.' => "dot",
+        '>' => "shift-dot",
+        ',' => "comma",
+        '<' => "shift-comma",
+        '/' => "slash",
+        '?' => "shift-slash",
+        ';' => "semicolon",
+        ':' => "shift-semicolon",
+        '\'' => "apostrophe",
+        '"' => "shift-apostrophe",
+        '[' => "bracket_left",
+        '{' => "shift-bracket_left",
+        ']' => "bracket_right",
+        '}' => "shift-bracket_right",
+        '\\' => "backslash",
+        '|' => "shift-backslash",
+        '`' => "grave_accent",
+        '~' => "shift-grave_accent",
+        '!' => "shift-1",
+        '@' => "shift-2",
+        '#' => "shift-3",
+        '$' => "shift-4",
+        '%' => "shift-5",
+        '^' => "shift-6",
+        '&' => "shift-7",
+        '*' => "shift-8",
+        '(' => "shift-9",
+        ')' => "shift-0",
         _ => panic!("type_line: no sendkey name for {c:?}"),
-    }
+    };
+    name.to_string()
 }
 
 /// One connection of the guest's webdav probe (`webdav <tag>` typed on its
@@ -844,21 +874,74 @@ impl WebdavAnswer {
 /// probe's own errors (`SPICETAP-WEBDAV-ERROR`) are printed to stderr;
 /// see [`webdav_errors`].
 pub fn webdav_probe(qemu: &Qemu, tag: &str, limit: Duration) -> Vec<WebdavAnswer> {
+    let log = webdav_command(qemu, tag, &format!("webdav {tag}"), limit);
+    webdav_answers(&log, tag)
+}
+
+/// Types a webdav keyboard command `line` of the run `tag` (`[a-z0-9]+`,
+/// unique in this boot) and waits up to `limit` for its
+/// `SPICETAP-WEBDAV-DONE:<tag>`; prints the run's `SPICETAP-WEBDAV-ERROR`
+/// texts to stderr and returns the serial log. Panics (naming the errors)
+/// when DONE does not come.
+fn webdav_command(qemu: &Qemu, tag: &str, line: &str, limit: Duration) -> String {
     assert!(!tag.is_empty() && tag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()), "tag {tag:?}");
     let done = format!("SPICETAP-WEBDAV-DONE:{tag}");
     let finished = |log: &str| log.lines().any(|l| l.trim_end_matches('\r') == done);
-    assert!(!finished(&qemu.serial_log()), "webdav probe {tag:?} already ran in this boot");
-    qemu.type_line(&format!("webdav {tag}"));
+    assert!(!finished(&qemu.serial_log()), "webdav run {tag:?} already ran in this boot");
+    qemu.type_line(line);
     let start = Instant::now();
     while !finished(&qemu.serial_log()) {
-        assert!(start.elapsed() < limit, "no {done} within {limit:?}; the guest's serial log:\n{}", qemu.serial_log());
+        if start.elapsed() >= limit {
+            let log = qemu.serial_log();
+            panic!(
+                "no {done} within {limit:?} after typing {line:?}; errors {:?}; the guest's serial log:\n{log}",
+                webdav_errors(&log, tag)
+            );
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     let log = qemu.serial_log();
     for e in webdav_errors(&log, tag) {
-        eprintln!("webdav probe {tag}: {e}");
+        eprintln!("webdav {tag}: {e}");
     }
+    log
+}
+
+/// One request of the guest's webdav probe (`webdav-req <tag> <method>
+/// <path>`, see `scripts/guest/init`): `method` (`[A-Za-z]+`) with `path`
+/// sent verbatim as the request target (`/%2e%2e/x` stays as it is), no
+/// body, on mux client 5; `Depth: 1` for PROPFIND. Waits up to `limit` for
+/// the run's DONE and returns client 5's answer (no lines if nothing came
+/// back; the run's errors are on stderr, see [`webdav_errors`]). `path`
+/// takes what [`Qemu::type_line`] can type.
+pub fn webdav_request(qemu: &Qemu, tag: &str, method: &str, path: &str, limit: Duration) -> WebdavAnswer {
+    assert!(!method.is_empty() && method.chars().all(|c| c.is_ascii_alphabetic()), "method {method:?}");
+    assert!(!path.is_empty(), "empty request target");
+    let log = webdav_command(qemu, tag, &format!("webdav-req {tag} {method} {path}"), limit);
+    let id = "5";
     webdav_answers(&log, tag)
+        .into_iter()
+        .find(|a| a.id == id)
+        .unwrap_or_else(|| WebdavAnswer { id: id.to_string(), ..Default::default() })
+}
+
+/// Times a GET of `path` (a big file) in the guest (`webdav-bench <tag>
+/// <path>`, see `scripts/guest/init`): waits up to `limit` and returns the
+/// bytes the guest's port delivered (the response with its mux frame
+/// headers), the seconds from the request's write to the close frame seen
+/// (10 ms steps; the guest looks every 50 ms) and the response's status
+/// code. Panics when the guest reported no result (naming its errors).
+pub fn webdav_bench(qemu: &Qemu, tag: &str, path: &str, limit: Duration) -> (u64, f64, u16) {
+    assert!(!path.is_empty(), "empty request target");
+    let log = webdav_command(qemu, tag, &format!("webdav-bench {tag} {path}"), limit);
+    let prefix = format!("SPICETAP-WEBDAV-BENCH:{tag}:");
+    let Some(result) = log.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(&prefix)) else {
+        panic!("webdav-bench {tag}: no result; errors: {:?}", webdav_errors(&log, tag));
+    };
+    let fields: Vec<&str> = result.split(':').collect();
+    let [bytes, centis, status] = fields[..] else { panic!("webdav-bench {tag}: bad result {result:?}") };
+    let parse = |f: &str| f.parse::<u64>().unwrap_or_else(|e| panic!("webdav-bench {tag}: {result:?}: {e}"));
+    (parse(bytes), parse(centis) as f64 / 100.0, parse(status) as u16)
 }
 
 /// The connections the webdav probe `tag` reported in a serial log, in the
