@@ -218,11 +218,13 @@ fn spicy_shared_dir_through_spicetap_is_recorded_as_http() {
 
 /// remote-viewer through `spicetap --share-dir` (and `extra` options),
 /// probed once; returns the answers, the capture's session and channel.
+/// `also` runs after the probe, with the guest still connected.
 fn share_dir_session(
     dir: &Scratch,
     shared: &Path,
     extra: &[&str],
     tag: &str,
+    also: impl FnOnce(&Qemu),
 ) -> (Vec<WebdavAnswer>, PathBuf, serde_json::Value) {
     let qemu = Qemu::linux(&dir.path, "", "");
     let upstream = format!("127.0.0.1:{}", qemu.port);
@@ -235,6 +237,7 @@ fn share_dir_session(
     std::thread::sleep(Duration::from_secs(2));
     let answers = webdav_probe(&qemu, tag, Duration::from_secs(40));
     assert_eq!(webdav_errors(&qemu.serial_log(), tag), Vec::<String>::new());
+    also(&qemu);
     assert!(viewer.is_running(), "remote-viewer keeps working");
     viewer.terminate(Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(1));
@@ -254,14 +257,49 @@ fn share_dir_session(
 fn share_dir_serves_the_guest_behind_remote_viewer() {
     let dir = Scratch::new("webdav-share");
     let shared = shared_dir(&dir);
-    let (answers, session, ch) = share_dir_session(&dir, &shared, &[], "share");
+    // Something outside the share, and symlinks inside pointing at it.
+    let outside = dir.path.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret.txt"), "SECRET outside the share").unwrap();
+    std::os::unix::fs::symlink(&outside, shared.join("out")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.txt"), shared.join("secret-link")).unwrap();
+    let outside_before = tree(&outside);
+    let around_before: Vec<_> = std::fs::read_dir(&dir.path).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let traversal = |qemu: &Qemu| {
+        for (i, (method, target)) in [
+            ("GET", "/../outside/secret.txt"),
+            ("GET", "/%2e%2e/outside/secret.txt"),
+            ("GET", "/..%2foutside%2fsecret.txt"),
+            ("GET", "http://localhost/../outside/secret.txt"),
+            ("GET", "/out/secret.txt"),
+            ("GET", "/secret-link"),
+            ("PROPFIND", "/out/"),
+            ("PUT", "/out/escaped.txt"),
+            ("PUT", "/%2e%2e/escaped.txt"),
+            ("MKCOL", "/out/made"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let a = webdav_request(qemu, &format!("trav{i}"), method, target, Duration::from_secs(40));
+            eprintln!("{method} {target}: {:?}", a.lines.first());
+            let status = a.status().unwrap_or(0);
+            assert!(status >= 400, "{method} {target} is refused: {a:#?}");
+            assert!(!a.body().contains("SECRET"), "{method} {target} read outside: {a:#?}");
+        }
+    };
+    let (answers, session, ch) = share_dir_session(&dir, &shared, &[], "share", traversal);
     check_answers(&answers, &shared, "share");
+    assert_eq!(tree(&outside), outside_before, "nothing outside the share changed");
+    let around: Vec<_> = std::fs::read_dir(&dir.path).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(around.iter().filter(|n| n.to_string_lossy().contains("escaped")).count(), 0, "{around:?}");
+    assert!(around.len() >= around_before.len());
     let w = &ch["port"]["webdav"];
     eprintln!("session.json webdav: {}", serde_json::to_string_pretty(w).unwrap());
-    assert_eq!(w["requests"], serde_json::json!({"GET": 1, "PROPFIND": 1, "PUT": 1}), "{w}");
-    assert_eq!(w["responses"], serde_json::json!({"200": 1, "201": 1, "207": 1}), "{w}");
+    assert_eq!(w["requests"], serde_json::json!({"GET": 7, "MKCOL": 1, "PROPFIND": 2, "PUT": 3}), "{w}");
+    assert_eq!((w["responses"]["200"].clone(), w["responses"]["201"].clone()), (1.into(), 1.into()), "{w}");
     let (requests, _) = http_in_pcap(&session.join(w["http_pcap"].as_str().unwrap()));
-    assert_eq!(requests.len(), 3, "{requests:?}");
+    assert_eq!(requests.len(), 13, "the probe's 3 and the 10 refused: {requests:?}");
 }
 
 #[test]
@@ -269,7 +307,7 @@ fn share_dir_ro_refuses_changes() {
     let dir = Scratch::new("webdav-share-ro");
     let shared = shared_dir(&dir);
     let before = tree(&shared);
-    let (answers, _, ch) = share_dir_session(&dir, &shared, &["--share-dir-ro"], "ro");
+    let (answers, _, ch) = share_dir_session(&dir, &shared, &["--share-dir-ro"], "ro", |_| ());
     assert_eq!(answers.len(), 3, "{answers:#?}");
     assert_eq!(answers[0].status(), Some(207), "{:#?}", answers[0]);
     assert_eq!(answers[1].status(), Some(200), "{:#?}", answers[1]);
