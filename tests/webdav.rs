@@ -205,6 +205,12 @@ fn spicy_shared_dir_through_spicetap_is_recorded_as_http() {
     assert_eq!(w["paths"], serde_json::json!(["/", "/hello.txt", "/new-observe.txt"]), "{w}");
     assert!(w["bytes_to_guest"].as_u64().unwrap() > HELLO.len() as u64, "{w}");
 
+    // The named port's channel: its name, no HTTP pcap.
+    let json = session_json(&session);
+    let named = channels(&json).into_iter().find(|c| c["type"] == "port").expect("spicy opened the named port");
+    assert_eq!(named["port"]["name"], "org.spicetap.test.0", "{named}");
+    assert!(named["port"]["webdav"].is_null(), "{named}");
+    check_pcap(&session, &named);
     let pcap = session.join(w["http_pcap"].as_str().unwrap());
     let (requests, responses) = http_in_pcap(&pcap);
     let methods: Vec<&str> = requests.iter().map(|r| r.0.as_str()).collect();

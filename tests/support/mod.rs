@@ -123,7 +123,8 @@ impl Qemu {
     }
 
     /// The tiny Linux guest of `scripts/build-guest` (built and cached on
-    /// first use), with the webdav port and usbredir channels. Waits until
+    /// first use), with the webdav port, a named port
+    /// (`org.spicetap.test.0`) and usbredir channels. Waits until
     /// the guest has drawn its screen.
     pub fn linux(dir: &Path, spice_opts: &str, append: &str) -> Self {
         let q = Self::linux_booting(dir, spice_opts, append);
@@ -174,6 +175,10 @@ impl Qemu {
             "spiceport,name=org.spice-space.webdav.0,id=webdav0",
             "-device",
             "virtserialport,chardev=webdav0,name=org.spice-space.webdav.0",
+            "-chardev",
+            "spiceport,name=org.spicetap.test.0,id=port0",
+            "-device",
+            "virtserialport,chardev=port0,name=org.spicetap.test.0",
             "-device",
             "qemu-xhci",
             "-chardev",
