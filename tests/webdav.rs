@@ -21,9 +21,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -69,15 +67,7 @@ fn spicy_shared_dir_answers_the_guest_probe_directly() {
     let qemu = Qemu::linux(&dir.path, "", "");
     let start = Instant::now();
     let x = Xvfb::start();
-    let mut spicy = Guard::spawn(
-        "spicy",
-        Command::new("spicy")
-            .args(["-h", "127.0.0.1", "-p", &qemu.port.to_string()])
-            .arg(format!("--spice-shared-dir={}", shared.display()))
-            .env("DISPLAY", &x.display)
-            .stdout(File::create(dir.path.join("spicy.out")).unwrap())
-            .stderr(File::create(dir.path.join("spicy.err")).unwrap()),
-    );
+    let mut spicy = spicy(&x, qemu.port, &[format!("--spice-shared-dir={}", shared.display())], &dir.path);
     // Let spicy link its channels; the probe's first write would wait for
     // the webdav channel anyway (bounded by the probe).
     std::thread::sleep(Duration::from_secs(2));
@@ -173,15 +163,7 @@ fn spicy_shared_dir_through_spicetap_is_recorded_as_http() {
     let qemu = Qemu::linux(&dir.path, "", "");
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &[]);
     let x = Xvfb::start();
-    let mut spicy = Guard::spawn(
-        "spicy",
-        Command::new("spicy")
-            .args(["-h", "127.0.0.1", "-p", &tap.port().to_string()])
-            .arg(format!("--spice-shared-dir={}", shared.display()))
-            .env("DISPLAY", &x.display)
-            .stdout(File::create(dir.path.join("spicy.out")).unwrap())
-            .stderr(File::create(dir.path.join("spicy.err")).unwrap()),
-    );
+    let mut spicy = spicy(&x, tap.port(), &[format!("--spice-shared-dir={}", shared.display())], &dir.path);
     std::thread::sleep(Duration::from_secs(2));
     let answers = webdav_probe(&qemu, "observe", Duration::from_secs(40));
     assert_eq!(webdav_errors(&qemu.serial_log(), "observe"), Vec::<String>::new());

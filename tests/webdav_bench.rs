@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::fs::File;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -48,16 +47,8 @@ fn gets(qemu: &Qemu, row: &str, runs: usize, size: u64, tap: Option<&Spicetap>) 
         .collect()
 }
 
-fn spicy(x: &Xvfb, port: u16, shared: &Path, dir: &Path) -> Guard {
-    Guard::spawn(
-        "spicy",
-        Command::new("spicy")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .arg(format!("--spice-shared-dir={}", shared.display()))
-            .env("DISPLAY", &x.display)
-            .stdout(File::create(dir.join("spicy.out")).unwrap())
-            .stderr(File::create(dir.join("spicy.err")).unwrap()),
-    )
+fn spicy_sharing(x: &Xvfb, port: u16, shared: &Path, dir: &Path) -> Guard {
+    spicy(x, port, &[format!("--spice-shared-dir={}", shared.display())], dir)
 }
 
 #[test]
@@ -105,7 +96,7 @@ fn webdav_get_throughput() {
     // 2. spicy's phodav, direct.
     {
         let qemu = Qemu::linux(&dir.path, "", "");
-        let mut client = spicy(&x, qemu.port, &shared, &dir.path);
+        let mut client = spicy_sharing(&x, qemu.port, &shared, &dir.path);
         std::thread::sleep(Duration::from_secs(3));
         rows.push(("spice-gtk phodav", "spicy straight to QEMU", gets(&qemu, "direct", runs, size, None)));
         client.terminate(Duration::from_secs(10));
@@ -114,7 +105,7 @@ fn webdav_get_throughput() {
     {
         let qemu = Qemu::linux(&dir.path, "", "");
         let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--no-video"]);
-        let mut client = spicy(&x, tap.port(), &shared, &dir.path);
+        let mut client = spicy_sharing(&x, tap.port(), &shared, &dir.path);
         std::thread::sleep(Duration::from_secs(3));
         rows.push((
             "spice-gtk phodav",

@@ -361,8 +361,14 @@ fn withhold_channels(
     tx: tokio::sync::mpsc::UnboundedSender<(ChannelType, u8)>,
     withheld: Arc<Mutex<Vec<String>>>,
 ) -> super::relay::Rewrite {
-    let mut usbredir: Option<u8> = None;
-    let mut webdav: Option<u8> = None;
+    // Per wanted channel: its type, what it is for, and the id chosen.
+    let mut wanted: Vec<(ChannelType, &'static str, Option<u8>)> = Vec::new();
+    if choice.usbredir {
+        wanted.push((ChannelType::USBREDIR, "--usb-disk", None));
+    }
+    if choice.webdav {
+        wanted.push((ChannelType::WEBDAV, "--share-dir", None));
+    }
     let mut first = true;
     Box::new(move |body: &[u8]| {
         let Some((count, entries)) = body.split_first_chunk::<4>() else { return body.to_vec() };
@@ -370,41 +376,24 @@ fn withhold_channels(
         let Some(entries) = entries.get(..n.saturating_mul(2)) else { return body.to_vec() };
         let pairs: Vec<(u8, u8)> = entries.chunks_exact(2).map(|p| (p[0], p[1])).collect();
         let note = |text: String| withheld.lock().unwrap_or_else(PoisonError::into_inner).push(text);
-        if choice.usbredir && usbredir.is_none() {
-            usbredir = pairs.iter().filter(|p| p.0 == ChannelType::USBREDIR.0).map(|p| p.1).max();
-            match usbredir {
+        for (ct, option, chosen) in wanted.iter_mut().filter(|w| w.2.is_none()) {
+            // usbredir: the highest-numbered one (the client takes the
+            // lowest first); webdav: the one spice-gtk uses, id 0.
+            let mut ids = pairs.iter().filter(|p| p.0 == ct.0).map(|p| p.1);
+            *chosen = if *ct == ChannelType::USBREDIR { ids.max() } else { ids.find(|&id| id == 0) };
+            match chosen {
                 Some(id) => {
-                    let _ = tx.send((ChannelType::USBREDIR, id));
+                    let _ = tx.send((*ct, *id));
                 }
                 None if first => {
-                    tracing::warn!(
-                        "--usb-disk: the server has no usbredir channel; the session goes on without the disk"
-                    );
-                    note("none: no usbredir channel".into());
-                }
-                None => {}
-            }
-        }
-        if choice.webdav && webdav.is_none() {
-            webdav = pairs.iter().find(|p| **p == (ChannelType::WEBDAV.0, 0)).map(|p| p.1);
-            match webdav {
-                Some(id) => {
-                    let _ = tx.send((ChannelType::WEBDAV, id));
-                }
-                None if first => {
-                    tracing::warn!(
-                        "--share-dir: the server has no webdav channel; the session goes on without the share"
-                    );
-                    note("none: no webdav channel".into());
+                    tracing::warn!(option, channel = %ct.name(), "the server has no such channel; the session goes on without it");
+                    note(format!("none: no {} channel", ct.name()));
                 }
                 None => {}
             }
         }
         first = false;
-        let taken = |p: &(u8, u8)| {
-            Some(*p) == usbredir.map(|id| (ChannelType::USBREDIR.0, id))
-                || Some(*p) == webdav.map(|id| (ChannelType::WEBDAV.0, id))
-        };
+        let taken = |p: &(u8, u8)| wanted.iter().any(|w| w.2.map(|id| (w.0.0, id)) == Some(*p));
         if !pairs.iter().any(taken) {
             return body.to_vec();
         }

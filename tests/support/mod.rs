@@ -561,6 +561,20 @@ pub fn remote_viewer(x: &Xvfb, uri: &str, extra: &[&str]) -> Guard {
     )
 }
 
+/// `spicy -h 127.0.0.1 -p PORT EXTRA...` under `x`; its stdout and stderr
+/// go to `spicy.out` and `spicy.err` in `logs`.
+pub fn spicy(x: &Xvfb, port: u16, extra: &[String], logs: &Path) -> Guard {
+    Guard::spawn(
+        "spicy",
+        Command::new("spicy")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
+            .env("DISPLAY", &x.display)
+            .stdout(std::fs::File::create(logs.join("spicy.out")).unwrap())
+            .stderr(std::fs::File::create(logs.join("spicy.err")).unwrap()),
+    )
+}
+
 /// Takes a screenshot with `direct` and one with `via` until both show the
 /// same picture (the SeaBIOS screen settles a few seconds after boot);
 /// panics after 30 s. The picture must not be blank.
