@@ -30,6 +30,8 @@
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`inject`]: channels spicetap opens itself in a client's session (the
 //!   usb-host of `--usb-disk`).
+//! - [`verdict`]: a CI run's verdict (`--result`, `--result-junit`) read
+//!   back from the `session.json` files it wrote.
 //! - [`tls`]: certificates and rustls configurations for both legs;
 //!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
 //! - [`usbredir`]: the usbredir protocol inside usbredir channels, parsed
@@ -71,6 +73,7 @@ pub mod tls;
 pub mod usb_disk;
 pub mod usbmon;
 pub mod usbredir;
+pub mod verdict;
 pub mod video;
 pub mod webdav_mux;
 pub mod wire;

@@ -191,6 +191,24 @@ struct ProxyArgs {
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     capture_queue_mib: usize,
+    /// CI harness: after this many sessions (with a session id) have
+    /// ended, stop listening, finish every recording and exit.
+    #[arg(long, value_name = "N")]
+    exit_after_sessions: Option<usize>,
+    /// When spicetap exits, write a JSON verdict of every session it
+    /// recorded (needs --capture).
+    #[arg(long, value_name = "FILE", requires = "capture")]
+    result: Option<PathBuf>,
+    /// When spicetap exits, write the verdict as JUnit XML: a test suite
+    /// per session, a test case for it and for each channel (needs
+    /// --capture).
+    #[arg(long, value_name = "FILE", requires = "capture")]
+    result_junit: Option<PathBuf>,
+    /// Exit with status 3 if any recording is incomplete (link error,
+    /// capture loss, renderer stopped, unsupported draw, decoder stopped,
+    /// unfinished session). Needs --capture.
+    #[arg(long, requires = "capture")]
+    strict: bool,
     /// With --capture: write webdav request paths to session.json as
     /// `sha256:<16 hex digits>` hashes (paths may name private files).
     #[arg(long)]
@@ -431,7 +449,35 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         share_dir,
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
-    proxy.run(stop_signal()).await.context("running the proxy")?;
+    let sessions = proxy.sessions();
+    let mut ended = sessions.ended_sessions();
+    let exit_after = args.exit_after_sessions;
+    let stop = async move {
+        match exit_after {
+            None => stop_signal().await,
+            Some(n) => tokio::select! {
+                _ = stop_signal() => {}
+                _ = ended.wait_for(|&e| e >= n) => tracing::info!(sessions = n, "--exit-after-sessions reached"),
+            },
+        }
+    };
+    proxy.run(stop).await.context("running the proxy")?;
+
+    if args.result.is_none() && args.result_junit.is_none() && !args.strict {
+        return Ok(());
+    }
+    let verdict = spicetap::verdict::Verdict::from_folders(&sessions.folders());
+    if let Some(path) = &args.result {
+        verdict.write_json(path).context("--result")?;
+    }
+    if let Some(path) = &args.result_junit {
+        verdict.write_junit(path).context("--result-junit")?;
+    }
+    if args.strict && !verdict.complete {
+        let incomplete = verdict.sessions.iter().filter(|s| !s.complete).count();
+        tracing::error!(incomplete, "--strict: some recordings are incomplete");
+        std::process::exit(3);
+    }
     Ok(())
 }
 

@@ -50,6 +50,10 @@ pub struct Sessions {
     video: Option<crate::video::VideoConfig>,
     redact_paths: bool,
     live: Mutex<HashMap<u32, Entry>>,
+    /// Sessions with an id that have ended (`--exit-after-sessions`).
+    ended: tokio::sync::watch::Sender<usize>,
+    /// Every session folder created, in order.
+    folders: Mutex<Vec<PathBuf>>,
     writers: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
 }
@@ -67,6 +71,8 @@ impl Sessions {
             video: None,
             redact_paths: false,
             live: Mutex::new(HashMap::new()),
+            ended: tokio::sync::watch::Sender::new(0),
+            folders: Mutex::new(Vec::new()),
             writers: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(1),
         }
@@ -83,6 +89,17 @@ impl Sessions {
     pub fn with_redact_paths(mut self, redact: bool) -> Self {
         self.redact_paths = redact;
         self
+    }
+
+    /// The number of ended sessions that had a session id (a connection
+    /// that never learned one does not count), kept current.
+    pub fn ended_sessions(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.ended.subscribe()
+    }
+
+    /// Every session folder created so far, in order.
+    pub fn folders(&self) -> Vec<PathBuf> {
+        self.folders.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Whether capture is on.
@@ -135,6 +152,9 @@ impl Sessions {
         };
         if ended {
             tracing::info!(session_id = session.id, "session ended");
+            if session.id != 0 {
+                self.ended.send_modify(|n| *n += 1);
+            }
             // session.json is written once every consumer reported done.
             if let Some(tap) = &session.tap {
                 tap.end(OffsetDateTime::now_utc());
@@ -152,6 +172,7 @@ impl Sessions {
                 .unwrap_or_else(|_| started.unix_timestamp().to_string());
             let dir = root.join(format!("{stamp}-{id}"));
             session_dir = Some(dir.clone());
+            self.folders.lock().unwrap_or_else(PoisonError::into_inner).push(dir.clone());
             let report = SessionReport {
                 session_id: id,
                 start: rfc3339(started),

@@ -154,6 +154,11 @@ impl Proxy {
         Ok(Self { listeners, config, sessions })
     }
 
+    /// The session registry (ended sessions, session folders).
+    pub fn sessions(&self) -> Arc<Sessions> {
+        self.sessions.clone()
+    }
+
     /// The bound plain-TCP addresses, in the order given.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners.iter().filter(|(_, tls)| !tls).filter_map(|(l, _)| l.local_addr().ok()).collect()
