@@ -56,9 +56,19 @@ struct RenderArgs {
     /// MP4: most frames per second.
     #[arg(long, default_value_t = 30, value_name = "FPS")]
     video_fps: u32,
-    /// Render up to this many seconds after the first message (default: the end).
-    #[arg(long, value_name = "SECONDS", conflicts_with = "mark")]
-    at: Option<f64>,
+    /// Render up to this many seconds after the first message (default: the
+    /// end). Several, comma-separated: one PNG per time, named
+    /// `at-<seconds>s.png`, into --png-dir.
+    #[arg(long, value_name = "SECONDS", value_delimiter = ',', conflicts_with = "mark")]
+    at: Vec<f64>,
+    /// A PNG at every SPICE_MSG_DISPLAY_MARK into DIR, named
+    /// `mark-<n>-<seconds>s.png` (the step-by-step pictures of a session).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["mark", "mp4"])]
+    png_every_mark: Option<PathBuf>,
+    /// Where the PNGs of several --at times go (default: the session folder,
+    /// or the current folder for a pcap).
+    #[arg(long, value_name = "DIR")]
+    png_dir: Option<PathBuf>,
     /// Render up to the N-th SPICE_MSG_DISPLAY_MARK (1: the first complete
     /// frame, what spicy-screenshot saves).
     #[arg(long, value_name = "N")]
@@ -481,6 +491,36 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     Ok(())
 }
 
+/// `spicetap render --png-every-mark DIR` / `--at T1,T2,...`: one replay,
+/// a PNG at every MARK and at each time.
+fn render_snapshots(args: &RenderArgs, pcap: &std::path::Path, channel_type: Option<ChannelType>) -> Result<()> {
+    use spicetap::render::offline::{self, Snapshot};
+    let default_dir = if args.session.is_dir() { args.session.clone() } else { PathBuf::from(".") };
+    let time_dir = args.png_dir.clone().unwrap_or(default_dir);
+    let times: Vec<std::time::Duration> = if args.at.len() > 1 {
+        std::fs::create_dir_all(&time_dir).with_context(|| format!("--png-dir {}", time_dir.display()))?;
+        args.at.iter().map(|&t| std::time::Duration::from_secs_f64(t)).collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(dir) = &args.png_every_mark {
+        std::fs::create_dir_all(dir).with_context(|| format!("--png-every-mark {}", dir.display()))?;
+    }
+    let mut written = 0usize;
+    let stats =
+        offline::render_pcap_snapshots(pcap, channel_type, args.png_every_mark.is_some(), &times, |snap, surface| {
+            let path = match (snap, &args.png_every_mark) {
+                (Snapshot::Mark { n, at }, Some(dir)) => dir.join(format!("mark-{n:04}-{:.3}s.png", at.as_secs_f64())),
+                (Snapshot::Time(t), _) => time_dir.join(format!("at-{:.3}s.png", t.as_secs_f64())),
+                (Snapshot::Mark { .. }, None) => return Ok(()),
+            };
+            written += 1;
+            offline::write_png(surface, &path)
+        })?;
+    eprintln!("{written} PNGs from {} ({} messages, {} marks)", pcap.display(), stats.messages, stats.marks);
+    Ok(())
+}
+
 /// `spicetap render`: PNG of the primary surface of a recording.
 fn render(args: RenderArgs) -> Result<()> {
     use spicetap::render::offline;
@@ -488,7 +528,15 @@ fn render(args: RenderArgs) -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let pcap = offline::display_pcap(&args.session, args.display)?;
     let channel_type = args.channel_type.as_deref().map(parse_channel).transpose()?;
-    let until = match (args.at, args.mark) {
+    for t in &args.at {
+        if !t.is_finite() || *t < 0.0 {
+            bail!("--at {t}: not a number of seconds");
+        }
+    }
+    if args.png_every_mark.is_some() || args.at.len() > 1 {
+        return render_snapshots(&args, &pcap, channel_type);
+    }
+    let until = match (args.at.first().copied(), args.mark) {
         (Some(s), _) if s.is_finite() && s >= 0.0 => offline::Until::Time(std::time::Duration::from_secs_f64(s)),
         (Some(s), _) => bail!("--at {s}: not a number of seconds"),
         (None, Some(n)) => offline::Until::Mark(n),

@@ -3,7 +3,9 @@
 //! and the `--result` JSON and `--result-junit` XML (read with a real XML
 //! parser) agree with `session.json`; with `--strict` and a recording made
 //! incomplete on purpose (a capture queue of 0 bytes: every chunk is
-//! refused, a capture loss) the exit status is not 0.
+//! refused, a capture loss) the exit status is not 0. `spicetap render
+//! --png-every-mark DIR --at T1,T2` then writes the step-by-step PNGs of
+//! the recorded session.
 
 mod support;
 
@@ -83,6 +85,34 @@ fn exit_after_one_session_writes_a_verdict_that_agrees_with_session_json() {
     let mut want: Vec<(String, bool)> = vec![("session".into(), false)];
     want.extend(names.into_iter().map(|n| (n, false)));
     assert_eq!(cases, want, "{xml}");
+
+    // The step-by-step pictures: one per MARK, one per time.
+    let pngs = dir.path.join("pngs");
+    let out = std::process::Command::new(SPICETAP)
+        .arg("render")
+        .arg(&sessions[0])
+        .arg("--png-every-mark")
+        .arg(&pngs)
+        .args(["--at", "0,3600", "--png-dir"])
+        .arg(&pngs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut files: Vec<String> =
+        std::fs::read_dir(&pngs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    let marks = files.iter().filter(|f| f.starts_with("mark-0001-")).count();
+    assert_eq!(marks, 1, "{files:?}");
+    assert!(
+        files.contains(&"at-0.000s.png".to_string()) && files.contains(&"at-3600.000s.png".to_string()),
+        "{files:?}"
+    );
+    let mark = files.iter().find(|f| f.starts_with("mark-0001-")).unwrap();
+    let (w, h, _) = read_png(&pngs.join(mark));
+    assert!(w >= 640 && h >= 400, "{w}x{h}");
+    // (SeaBIOS may switch from 640x480 to 720x400 text mode during the
+    // session: the last picture need not have the first one's size.)
+    assert!(read_png(&pngs.join("at-3600.000s.png")).0 >= 640);
 }
 
 #[test]

@@ -84,13 +84,26 @@ pub fn render_pcap(
     render_pcap_frames(pcap, channel_type, until, None).map(|(s, st, _)| (s, st))
 }
 
-/// Called with the capture time (since the first message) and the primary
-/// surface after a change.
-pub type OnChange<'a> = dyn FnMut(Duration, &Surface) + 'a;
+/// Where a replay is when it calls its [`OnChange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Before the display message of that time is applied (the surface as
+    /// it was until then).
+    Before,
+    /// The message changed the primary surface's pixels.
+    Drawn,
+    /// The message was a `SPICE_MSG_DISPLAY_MARK` (a complete frame).
+    Mark,
+}
+
+/// Called with the capture time (since the first message), the step and
+/// the primary surface (once one exists).
+pub type OnChange<'a> = dyn FnMut(Duration, Step, &Surface) + 'a;
 
 /// As [`render_pcap`], calling `on_change` with the capture time (since the
-/// first message) and the primary surface after every message that changed
-/// it; returns where the recording ends too: the last message rendered, or
+/// first message) and the primary surface before every server message
+/// ([`Step::Before`]) and after every one that changed it or marked a
+/// frame; returns where the recording ends too: the last message rendered, or
 /// with [`Until::End`] the pcap's last packet (the channel's close), so a
 /// video of it lasts as long as the channel was recorded.
 ///
@@ -149,15 +162,22 @@ pub fn render_pcap_frames(
             renderer.client_message(m.header.msg_type, &m.body);
             continue;
         }
+        let now = start.map_or(Duration::ZERO, |s| m.at.saturating_sub(s));
+        if let (Some(f), Some(surface)) = (on_change.as_deref_mut(), renderer.primary()) {
+            f(now, Step::Before, surface);
+        }
         if m.header.sub_list != 0 {
             apply_sub_list(&mut renderer, &m.body, m.header.sub_list);
         }
         let ev = renderer.server_message(m.header.msg_type, &m.body);
-        last = start.map_or(Duration::ZERO, |s| m.at.saturating_sub(s));
-        if ev != super::renderer::RenderEvent::None
-            && let (Some(f), Some(surface)) = (on_change.as_deref_mut(), renderer.primary())
-        {
-            f(last, surface);
+        last = now;
+        let step = match ev {
+            super::renderer::RenderEvent::None => None,
+            super::renderer::RenderEvent::Drawn => Some(Step::Drawn),
+            super::renderer::RenderEvent::Mark => Some(Step::Mark),
+        };
+        if let (Some(step), Some(f), Some(surface)) = (step, on_change.as_deref_mut(), renderer.primary()) {
+            f(last, step, surface);
         }
         if let Until::Mark(n) = until
             && renderer.stats.marks >= n
@@ -201,7 +221,10 @@ pub fn render_pcap_mp4(
             rec.push(f);
         }
     };
-    let mut on_change = |at: Duration, s: &Surface| {
+    let mut on_change = |at: Duration, step: Step, s: &Surface| {
+        if step == Step::Before {
+            return;
+        }
         if let Some((last, surface)) = pending.take()
             && tick(at) > tick(last)
         {
@@ -217,6 +240,72 @@ pub fn render_pcap_mp4(
     }
     let report = rec.finish_at(end).map_err(video_err)?;
     Ok((surface, stats, report))
+}
+
+/// A picture [`render_pcap_snapshots`] takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Snapshot {
+    /// Right after the n-th `SPICE_MSG_DISPLAY_MARK`, at capture time `at`.
+    Mark {
+        /// 1 for the first.
+        n: u64,
+        /// Since the first message.
+        at: Duration,
+    },
+    /// The surface as it was at this time since the first message (the
+    /// last picture of the recording for times past its end).
+    Time(Duration),
+}
+
+/// Replays a display pcap once, handing `take` the primary surface at
+/// every MARK (`every_mark`) and at each of `times` (in any order), in
+/// time order.
+///
+/// # Errors
+/// [`OfflineError`] from the replay, or the first error of `take`.
+pub fn render_pcap_snapshots(
+    pcap: &Path,
+    channel_type: Option<ChannelType>,
+    every_mark: bool,
+    times: &[Duration],
+    mut take: impl FnMut(Snapshot, &Surface) -> Result<(), OfflineError>,
+) -> Result<RenderStats, OfflineError> {
+    let mut pending: Vec<Duration> = times.to_vec();
+    pending.sort();
+    pending.reverse(); // the next one last
+    let mut marks = 0u64;
+    let mut failed: Option<OfflineError> = None;
+    let mut on_change = |at: Duration, step: Step, s: &Surface| {
+        if failed.is_some() {
+            return;
+        }
+        let r = match step {
+            Step::Before => {
+                let mut r = Ok(());
+                while r.is_ok() && pending.last().is_some_and(|&t| t < at) {
+                    let t = pending.pop().unwrap_or_default();
+                    r = take(Snapshot::Time(t), s);
+                }
+                r
+            }
+            Step::Mark => {
+                marks += 1;
+                if every_mark { take(Snapshot::Mark { n: marks, at }, s) } else { Ok(()) }
+            }
+            Step::Drawn => Ok(()),
+        };
+        if let Err(e) = r {
+            failed = Some(e);
+        }
+    };
+    let (surface, stats, _) = render_pcap_frames(pcap, channel_type, Until::End, Some(&mut on_change))?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    while let Some(t) = pending.pop() {
+        take(Snapshot::Time(t), &surface)?;
+    }
+    Ok(stats)
 }
 
 /// Applies the sub-messages a full header's `sub_list` points at
