@@ -30,7 +30,8 @@
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`inject`]: channels spicetap opens itself in a client's session (the
 //!   usb-host of `--usb-disk`).
-//! - [`verdict`]: a CI run's verdict (`--result`, `--result-junit`) read
+//! - [`inspect`]: a recording read as one timeline of messages with their
+//!   fields, or summarised; [`verdict`]: a CI run's verdict (`--result`, `--result-junit`) read
 //!   back from the `session.json` files it wrote.
 //! - [`tls`]: certificates and rustls configurations for both legs;
 //!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
@@ -58,6 +59,7 @@ pub mod flushing;
 pub mod framing;
 pub mod http1;
 pub mod inject;
+pub mod inspect;
 pub mod limits;
 pub mod link;
 pub mod msc;

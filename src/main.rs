@@ -37,6 +37,32 @@ enum Command {
     /// Rebuild a recorded display from the session's pcaps and write the
     /// primary surface as PNG.
     Render(RenderArgs),
+    /// Read a recorded session as one timeline across its channels, or in
+    /// a screen (--summary).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A session folder written by `spicetap proxy --capture`.
+    session: PathBuf,
+    /// Only these channels: type names (display) or type-id (display-0).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    channel: Vec<String>,
+    /// Only messages whose name contains one of these (case-insensitive),
+    /// e.g. DRAW_COPY,MARK.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    message: Vec<String>,
+    /// Show key presses (they can be passwords; hidden by default).
+    #[arg(long)]
+    keys: bool,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// The session in a screen: channels, durations, bytes, message rates,
+    /// what the renderer could not draw, capture losses.
+    #[arg(long)]
+    summary: bool,
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +291,7 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Proxy(args) => proxy(*args).await,
         Command::Vv(args) => vv(args),
+        Command::Inspect(args) => inspect(&args),
         Command::Render(args) => render(args),
     }
 }
@@ -488,6 +515,32 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         tracing::error!(incomplete, "--strict: some recordings are incomplete");
         std::process::exit(3);
     }
+    Ok(())
+}
+
+/// `spicetap inspect`: the timeline, or the summary.
+fn inspect(args: &InspectArgs) -> Result<()> {
+    use spicetap::inspect;
+    use std::io::Write as _;
+    if args.summary {
+        let s = inspect::summary(&args.session)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+        } else {
+            print!("{}", inspect::format_summary(&s));
+        }
+        return Ok(());
+    }
+    let filter = inspect::Filter { channels: args.channel.clone(), messages: args.message.clone(), keys: args.keys };
+    let lines = inspect::timeline(&args.session, &filter)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for l in &lines {
+        let text = if args.json { serde_json::to_string(l)? } else { inspect::format_line(l) };
+        if writeln!(out, "{text}").is_err() {
+            break; // a closed pipe (| head) ends the listing
+        }
+    }
+    let _ = out.flush();
     Ok(())
 }
 

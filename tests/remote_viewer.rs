@@ -94,4 +94,31 @@ fn remote_viewer_session_is_interactive_and_fully_recorded() {
 
     let log = tap.log_text();
     assert!(log.contains("msg=SPICE_MSGC_INPUTS_KEY_"), "--debug-channels inputs logs key messages");
+
+    // spicetap inspect: the recorded Linux-guest session as one timeline.
+    let inspect = |extra: &[&str]| {
+        let out = Command::new(SPICETAP).arg("inspect").arg(&sessions[0]).args(extra).output().unwrap();
+        assert!(out.status.success(), "inspect {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = inspect(&[]);
+    let times: Vec<f64> = text.lines().map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time order");
+    let create = text.lines().find(|l| l.contains("SPICE_MSG_DISPLAY_SURFACE_CREATE")).expect("a SURFACE_CREATE");
+    assert!(create.contains("surface 0 ") && create.contains('x'), "{create}");
+    let copies: Vec<&str> = text.lines().filter(|l| l.contains("SPICE_MSG_DISPLAY_DRAW_COPY")).collect();
+    assert!(!copies.is_empty() && copies.iter().all(|l| l.contains(" box (") && l.contains(" image ")), "{copies:?}");
+    assert!(text.lines().any(|l| l.ends_with("SPICE_MSG_DISPLAY_MARK")), "a MARK line");
+    let keys: Vec<&str> = text.lines().filter(|l| l.contains("SPICE_MSGC_INPUTS_KEY_")).collect();
+    assert!(!keys.is_empty() && keys.iter().all(|l| l.contains("(hidden")), "keys hidden by default: {keys:?}");
+    let with_keys = inspect(&["--keys", "--channel", "inputs", "--message", "KEY_"]);
+    let sent: Vec<&str> = with_keys.lines().filter(|l| l.contains(" -> ")).collect();
+    assert!(sent.len() >= 15 && sent.iter().all(|l| l.contains(" bytes ")), "{with_keys}");
+    let json = inspect(&["--json", "--message", "mark"]);
+    for l in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["name"], "SPICE_MSG_DISPLAY_MARK");
+    }
+    let summary = inspect(&["--summary"]);
+    assert!(summary.contains("display-0") && summary.contains("capture: complete"), "{summary}");
 }
