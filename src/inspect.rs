@@ -431,7 +431,10 @@ mod tests {
         assert!(fields(ChannelType::INPUTS, Direction::ClientToServer, 104, &key, false).contains("hidden"));
         assert_eq!(fields(ChannelType::INPUTS, Direction::ClientToServer, 104, &key, true), "bytes 1f 9f");
         let mode = [3, 0, 2, 0];
-        assert_eq!(fields(ChannelType::MAIN, Direction::ServerToClient, 105, &mode, false), "supported 0x3 current client");
+        assert_eq!(
+            fields(ChannelType::MAIN, Direction::ServerToClient, 105, &mode, false),
+            "supported 0x3 current client"
+        );
         // An image descriptor past the body is not read.
         assert_eq!(image(&[0; 10], 4), "image ?");
         assert_eq!(image(&[0; 10], u32::MAX), "image ?");
