@@ -30,7 +30,8 @@
 //! - [`video`]: H.264 in fragmented MP4 from the renderer's frames.
 //! - [`inject`]: channels spicetap opens itself in a client's session (the
 //!   usb-host of `--usb-disk`).
-//! - [`inspect`]: a recording read as one timeline of messages with their
+//! - [`diff`]: two recordings compared channel by channel (caps, message
+//!   sequences aligned, counts); [`inspect`]: a recording read as one timeline of messages with their
 //!   fields, or summarised; [`verdict`]: a CI run's verdict (`--result`, `--result-junit`) read
 //!   back from the `session.json` files it wrote.
 //! - [`tls`]: certificates and rustls configurations for both legs;
@@ -55,6 +56,7 @@
 
 pub mod auth;
 pub mod capture;
+pub mod diff;
 pub mod flushing;
 pub mod framing;
 pub mod http1;

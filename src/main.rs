@@ -40,6 +40,32 @@ enum Command {
     /// Read a recorded session as one timeline across its channels, or in
     /// a screen (--summary).
     Inspect(InspectArgs),
+    /// Compare two recordings channel by channel (exit 0 equal, 1
+    /// different, 2 error).
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+struct DiffArgs {
+    /// A session folder or a pcap.
+    a: PathBuf,
+    /// The session folder or pcap to compare it with.
+    b: PathBuf,
+    /// Channel type of pcaps without a link stage (as ryll writes them).
+    #[arg(long, value_name = "TYPE")]
+    channel_type: Option<String>,
+    /// Also leave out these message names (comma-separated).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    mask: Vec<String>,
+    /// Compare these default-masked message names after all.
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    no_mask: Vec<String>,
+    /// The report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also write the verdict as JUnit XML (one test case per channel).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +318,13 @@ async fn main() -> Result<()> {
         Command::Proxy(args) => proxy(*args).await,
         Command::Vv(args) => vv(args),
         Command::Inspect(args) => inspect(&args),
+        Command::Diff(args) => match diff(&args) {
+            Ok(equal) => std::process::exit(if equal { 0 } else { 1 }),
+            Err(e) => {
+                eprintln!("spicetap diff: {e:#}");
+                std::process::exit(2)
+            }
+        },
         Command::Render(args) => render(args),
     }
 }
@@ -516,6 +549,25 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         std::process::exit(3);
     }
     Ok(())
+}
+
+/// `spicetap diff`: prints the report; returns whether the two are equal.
+fn diff(args: &DiffArgs) -> Result<bool> {
+    use spicetap::diff;
+    let channel_type = args.channel_type.as_deref().map(parse_channel).transpose()?;
+    let mut masks: Vec<String> =
+        diff::DEFAULT_MASKS.iter().map(|m| m.to_string()).filter(|m| !args.no_mask.contains(m)).collect();
+    masks.extend(args.mask.iter().cloned());
+    let report = diff::diff(&args.a, &args.b, channel_type, &masks)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", diff::format_report(&report));
+    }
+    if let Some(path) = &args.junit {
+        diff::write_junit(&report, path).with_context(|| format!("--junit {}", path.display()))?;
+    }
+    Ok(report.equal)
 }
 
 /// `spicetap inspect`: the timeline, or the summary.
