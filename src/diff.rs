@@ -234,16 +234,7 @@ fn counts(a: &[Msg], b: &[Msg]) -> BTreeMap<String, (u64, u64, u64, u64)> {
 fn load(path: &Path, channel_type: Option<ChannelType>, masks: &[String]) -> Result<Recording, DiffError> {
     let io = |source| DiffError::Io { path: path.to_path_buf(), source };
     let pcaps: Vec<PathBuf> = if path.is_dir() {
-        let mut p: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(io)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                n.ends_with(".pcap") && !n.contains(".usbmon.") && !n.contains(".http.")
-            })
-            .collect();
-        p.sort();
-        p
+        replay::session_pcaps(path).map_err(io)?
     } else {
         std::fs::metadata(path).map_err(io)?;
         vec![path.to_path_buf()]
@@ -364,7 +355,7 @@ pub fn format_report(r: &DiffReport) -> String {
 /// The file cannot be written.
 pub fn write_junit(r: &DiffReport, path: &Path) -> std::io::Result<()> {
     use quick_xml::Writer;
-    use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
+    use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, Event};
     let mut cases: Vec<(String, Vec<String>)> = Vec::new();
     let mut opened = Vec::new();
     if !r.only_in_a.is_empty() {
@@ -396,20 +387,7 @@ pub fn write_junit(r: &DiffReport, path: &Path) -> std::io::Result<()> {
     suite.push_attribute(("failures", failures.to_string().as_str()));
     w.write_event(Event::Start(suite))?;
     for (name, problems) in &cases {
-        let mut case = BytesStart::new("testcase");
-        case.push_attribute(("classname", "spicetap.diff"));
-        case.push_attribute(("name", name.as_str()));
-        if problems.is_empty() {
-            w.write_event(Event::Empty(case))?;
-            continue;
-        }
-        w.write_event(Event::Start(case))?;
-        let mut f = BytesStart::new("failure");
-        f.push_attribute(("message", problems[0].as_str()));
-        w.write_event(Event::Start(f))?;
-        w.write_event(Event::Text(BytesText::new(&problems.join("\n"))))?;
-        w.write_event(Event::End(BytesEnd::new("failure")))?;
-        w.write_event(Event::End(BytesEnd::new("testcase")))?;
+        crate::verdict::test_case(&mut w, "spicetap.diff", name, problems)?;
     }
     w.write_event(Event::End(BytesEnd::new("testsuite")))?;
     w.into_inner().flush()

@@ -86,20 +86,7 @@ struct Channel {
 }
 
 fn channel_pcaps(dir: &Path) -> Result<Vec<PathBuf>, InspectError> {
-    let io = |source| InspectError::Io { path: dir.to_path_buf(), source };
-    let mut pcaps: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            // Channel pcaps only: not the decoders' .usbmon.pcap / .http.pcap.
-            name.ends_with(".pcap")
-                && name.matches('.').count() <= 2
-                && !name.contains(".usbmon.")
-                && !name.contains(".http.")
-        })
-        .collect();
-    pcaps.sort();
+    let pcaps = replay::session_pcaps(dir).map_err(|source| InspectError::Io { path: dir.to_path_buf(), source })?;
     if pcaps.is_empty() {
         return Err(InspectError::Empty(dir.to_path_buf()));
     }

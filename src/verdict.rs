@@ -161,7 +161,14 @@ impl Verdict {
     }
 }
 
-fn test_case<W: Write>(w: &mut Writer<W>, class: &str, name: &str, problems: &[String]) -> std::io::Result<()> {
+/// One JUnit `<testcase>`, with a `<failure>` listing `problems` when
+/// there are any.
+pub(crate) fn test_case<W: Write>(
+    w: &mut Writer<W>,
+    class: &str,
+    name: &str,
+    problems: &[String],
+) -> std::io::Result<()> {
     let mut case = BytesStart::new("testcase");
     case.push_attribute(("classname", class));
     case.push_attribute(("name", name));

@@ -65,6 +65,23 @@ pub struct Replay {
     pub end: Duration,
 }
 
+/// The channel pcaps of a session folder, sorted by name: every `*.pcap`
+/// but the decoders' `*.usbmon.pcap` and `*.http.pcap`.
+///
+/// # Errors
+/// The folder cannot be listed.
+pub fn session_pcaps(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut pcaps: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            n.ends_with(".pcap") && !n.ends_with(".usbmon.pcap") && !n.ends_with(".http.pcap")
+        })
+        .collect();
+    pcaps.sort();
+    Ok(pcaps)
+}
+
 /// Reads `path`. `channel_type` is required for pcaps without a link stage
 /// (then the mini header is assumed).
 ///
