@@ -522,7 +522,16 @@ pub struct Xvfb {
 impl Xvfb {
     pub fn start() -> Self {
         for n in 50..200 {
-            if Path::new(&format!("/tmp/.X{n}-lock")).exists() || Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+            let (lock, socket) = (format!("/tmp/.X{n}-lock"), format!("/tmp/.X11-unix/X{n}"));
+            // A lock left by an X server that is gone (killed) frees its display.
+            if let Ok(text) = std::fs::read_to_string(&lock)
+                && let Ok(pid) = text.trim().parse::<u32>()
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_file(&lock);
+                let _ = std::fs::remove_file(&socket);
+            }
+            if Path::new(&lock).exists() || Path::new(&socket).exists() {
                 continue;
             }
             let display = format!(":{n}");
@@ -544,6 +553,19 @@ impl Xvfb {
             }
         }
         panic!("cannot start Xvfb");
+    }
+}
+
+impl Drop for Xvfb {
+    /// SIGTERM first, so Xvfb removes its lock file and socket.
+    fn drop(&mut self) {
+        if self.guard.is_running() {
+            let _ = Command::new("kill").arg("-TERM").arg(self.guard.pid().to_string()).status();
+            let start = Instant::now();
+            while self.guard.is_running() && start.elapsed() < Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 }
 
