@@ -82,3 +82,39 @@ fn screenshot_sessions_are_equal_and_a_viewer_session_differs() {
     let (code, _, err) = diff(&dir.path.join("missing"), &sessions[0], &[]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// A committed ryll capture (link-less, tests/fixtures/ryll) of SeaBIOS's
+/// screen against spicetap's recording of a spicy-screenshot session of
+/// the same screen: the first frame is the same sequence (SURFACE_CREATE,
+/// the 6903-byte LZ DRAW_COPY, MONITORS_CONFIG, MARK); ryll also sends
+/// its PREFERRED_COMPRESSION and PREFERRED_VIDEO_CODEC_TYPE, and its 3 s
+/// capture holds 11 more DRAW_COPY (the blinking text cursor) that
+/// spicy-screenshot, gone after the first MARK, never received.
+#[test]
+fn a_ryll_capture_against_a_spicetap_recording() {
+    let dir = Scratch::new("diff-ryll");
+    let qemu = Qemu::bios(&dir.path, "image-compression=auto_glz");
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--no-video"]);
+    spicy_screenshot(tap.port(), &dir.path.join("shot.ppm"));
+    std::thread::sleep(Duration::from_secs(1));
+    tap.stop();
+    let session = &tap.sessions()[0];
+    let ryll = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ryll/display.pcap");
+    let (code, out, err) = diff(&ryll, &session.join("display-0.pcap"), &["--channel-type", "display", "--json"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ch = &v["channels"][0];
+    assert_eq!(ch["channel"], "display-0");
+    let counts = &ch["counts"];
+    assert_eq!(counts["SPICE_MSGC_DISPLAY_PREFERRED_COMPRESSION"][0], 1, "{counts}");
+    assert_eq!(counts["SPICE_MSGC_DISPLAY_PREFERRED_COMPRESSION"][2], 0, "{counts}");
+    assert_eq!(counts["SPICE_MSG_DISPLAY_DRAW_COPY"][0], 12, "{counts}");
+    // (Under load, a cursor blink may reach spicy-screenshot before it exits.)
+    let copies_b = counts["SPICE_MSG_DISPLAY_DRAW_COPY"][2].as_u64().unwrap();
+    assert!((1..12).contains(&copies_b), "{counts}");
+    // The first frame matches: the sequences part only after the MARK.
+    let s2c = ch["divergences"].as_array().unwrap().iter().find(|d| d["dir"] == "s2c").unwrap();
+    assert_eq!(s2c["changed"], 12 - copies_b, "{s2c}");
+    assert!(s2c["around_a"].to_string().contains("SPICE_MSG_DISPLAY_MARK"), "{s2c}");
+    assert_eq!(counts.get("SPICE_MSG_DISPLAY_SURFACE_CREATE"), None, "{counts}");
+}
