@@ -10,8 +10,18 @@
 //! image and cache ids, keys and tickets). Messages whose number depends
 //! on timing alone are masked by default ([`DEFAULT_MASKS`]): they are left
 //! out of the sequences and of the counts.
+//!
+//! Memory stays bounded whatever the recordings' length: pcaps are
+//! streamed headers only ([`replay::Messages`]), once per direction, and
+//! the alignment runs on windows of [`WINDOW`] messages per side: the
+//! common prefix is skipped message by message, then Myers aligns the two
+//! windows and the alignment up to its last common run is kept; the rest
+//! is aligned again with the next messages. Within a window the alignment
+//! is minimal; a divergence longer than a window is aligned window by
+//! window. With `--render`, each display both sides opened is also
+//! rendered to its final picture and compared pixel by pixel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -19,8 +29,10 @@ use serde::Serialize;
 use similar::{Algorithm, DiffOp, capture_diff_slices};
 use thiserror::Error;
 
-use crate::capture::replay::{self, ReplayError};
+use crate::capture::replay::{self, Messages, ReplayError};
 use crate::protocol::{ChannelType, Direction, message_name};
+use crate::render::canvas::Surface;
+use crate::render::offline::{self, OfflineError, Until};
 
 /// Message names left out by default: how many PINGs a session sees and
 /// where ACKs fall depend on timing alone.
@@ -65,21 +77,24 @@ pub enum DiffError {
     NotARecording(PathBuf),
 }
 
+/// Messages per side one alignment step looks at.
+pub const WINDOW: usize = 4096;
+
 /// One message of a channel's sequence.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Msg {
-    name: String,
-    /// Seconds since the channel's first message.
+    ty: u16,
+    /// Seconds since the channel's first packet.
     t: f64,
-    size: usize,
+    size: u32,
 }
 
-/// A channel of one side.
-#[derive(Debug, Default)]
+/// A channel of one side, as found by a first look at its pcap.
+#[derive(Debug)]
 struct Side {
-    /// Per direction (0 = client to server), messages not masked.
-    seq: [Vec<Msg>; 2],
-    header_kind: Option<String>,
+    path: PathBuf,
+    channel_type: ChannelType,
+    header_kind: String,
     caps: BTreeMap<String, Vec<String>>,
 }
 
@@ -88,6 +103,62 @@ struct Side {
 struct Recording {
     order: Vec<String>,
     channels: BTreeMap<String, Side>,
+}
+
+/// Where the messages of one direction of a channel come from.
+trait Source {
+    /// The next message not masked.
+    fn next_msg(&mut self) -> Result<Option<Msg>, DiffError>;
+}
+
+/// One direction of a channel pcap, headers only, masked messages left
+/// out, counting messages and bytes by type on the way.
+struct PcapSource<'a> {
+    path: PathBuf,
+    messages: Messages,
+    dir: Direction,
+    masks: &'a [String],
+    masked: BTreeMap<u16, bool>,
+    counts: BTreeMap<u16, (u64, u64)>,
+}
+
+impl<'a> PcapSource<'a> {
+    fn open(side: &Side, dir: Direction, masks: &'a [String]) -> Result<Self, DiffError> {
+        let ct = Some(side.channel_type);
+        let messages = Messages::open(&side.path, ct, false)
+            .map_err(|source| DiffError::Replay { path: side.path.clone(), source })?;
+        Ok(Self { path: side.path.clone(), messages, dir, masks, masked: BTreeMap::new(), counts: BTreeMap::new() })
+    }
+}
+
+impl Source for PcapSource<'_> {
+    fn next_msg(&mut self) -> Result<Option<Msg>, DiffError> {
+        loop {
+            let Some(m) = self
+                .messages
+                .next()
+                .transpose()
+                .map_err(|source| DiffError::Replay { path: self.path.clone(), source })?
+            else {
+                return Ok(None);
+            };
+            if m.dir != self.dir {
+                continue;
+            }
+            let ty = m.header.msg_type;
+            let (ct, dir, masks) = (self.messages.channel_type, self.dir, self.masks);
+            let masked =
+                *self.masked.entry(ty).or_insert_with(|| masks.iter().any(|n| *n == message_name(ct, dir, ty)));
+            if masked {
+                continue;
+            }
+            let c = self.counts.entry(ty).or_default();
+            c.0 += 1;
+            c.1 += u64::from(m.header.size);
+            let t = m.at.saturating_sub(self.messages.start).as_secs_f64();
+            return Ok(Some(Msg { ty, t, size: m.header.size }));
+        }
+    }
 }
 
 /// The comparison, for people and machines.
@@ -121,6 +192,28 @@ pub struct ChannelDiff {
     pub divergences: Vec<Divergence>,
     /// Per message type that differs: (count A, bytes A, count B, bytes B).
     pub counts: BTreeMap<String, (u64, u64, u64, u64)>,
+    /// With `--render`, for displays: the final pictures compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub picture: Option<PictureDiff>,
+}
+
+/// The final pictures of one display, side by side.
+#[derive(Debug, Default, Serialize)]
+pub struct PictureDiff {
+    /// Same size and every pixel's colour equal.
+    pub equal: bool,
+    /// Width and height of A's primary surface, in pixels.
+    pub size_a: (u32, u32),
+    /// B's.
+    pub size_b: (u32, u32),
+    /// Pixels whose colour differs (0 when the sizes differ: not compared).
+    pub differing_pixels: u64,
+    /// The box holding them: left, top, right, bottom (exclusive).
+    pub differing_box: Option<(u32, u32, u32, u32)>,
+    /// Why A could not be rendered.
+    pub error_a: Option<String>,
+    /// Why B could not be rendered.
+    pub error_b: Option<String>,
 }
 
 /// Where a direction's sequences part.
@@ -140,15 +233,27 @@ pub struct Divergence {
     pub around_b: Vec<String>,
 }
 
+/// What to compare.
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// Channel type of pcaps without a link stage.
+    pub channel_type: Option<ChannelType>,
+    /// Message names left out.
+    pub masks: Vec<String>,
+    /// Also render each display both sides opened and compare the final
+    /// pictures.
+    pub render: bool,
+}
+
 /// Compares recording `a` with `b` (session folders, or pcaps with
-/// `channel_type` for link-less ones); `masks` are the message names left
-/// out.
+/// `channel_type` for link-less ones).
 ///
 /// # Errors
 /// [`DiffError`] when either side cannot be read.
-pub fn diff(a: &Path, b: &Path, channel_type: Option<ChannelType>, masks: &[String]) -> Result<DiffReport, DiffError> {
-    let ra = load(a, channel_type, masks)?;
-    let rb = load(b, channel_type, masks)?;
+pub fn diff(a: &Path, b: &Path, options: &DiffOptions) -> Result<DiffReport, DiffError> {
+    let masks = options.masks.as_slice();
+    let ra = load(a, options.channel_type)?;
+    let rb = load(b, options.channel_type)?;
     let mut report = DiffReport { masks: masks.to_vec(), ..DiffReport::default() };
     report.only_in_a = ra.order.iter().filter(|c| !rb.channels.contains_key(*c)).cloned().collect();
     report.only_in_b = rb.order.iter().filter(|c| !ra.channels.contains_key(*c)).cloned().collect();
@@ -156,8 +261,7 @@ pub fn diff(a: &Path, b: &Path, channel_type: Option<ChannelType>, masks: &[Stri
         let (sa, sb) = (&ra.channels[name], &rb.channels[name]);
         let mut c = ChannelDiff { channel: name.clone(), ..ChannelDiff::default() };
         if sa.header_kind != sb.header_kind {
-            c.header_kind =
-                Some((sa.header_kind.clone().unwrap_or_default(), sb.header_kind.clone().unwrap_or_default()));
+            c.header_kind = Some((sa.header_kind.clone(), sb.header_kind.clone()));
         }
         let kinds: BTreeSet<&String> = sa.caps.keys().chain(sb.caps.keys()).collect();
         for k in kinds {
@@ -166,15 +270,27 @@ pub fn diff(a: &Path, b: &Path, channel_type: Option<ChannelType>, masks: &[Stri
             c.caps.extend(cb.iter().filter(|x| !ca.contains(x)).map(|x| format!("{k}: +{x}")));
             c.caps.extend(ca.iter().filter(|x| !cb.contains(x)).map(|x| format!("{k}: -{x}")));
         }
-        for (d, dir) in ["c2s", "s2c"].into_iter().enumerate() {
-            if let Some(div) = divergence(dir, &sa.seq[d], &sb.seq[d]) {
+        for dir in [Direction::ClientToServer, Direction::ServerToClient] {
+            let mut pa = PcapSource::open(sa, dir, masks)?;
+            let mut pb = PcapSource::open(sb, dir, masks)?;
+            let ct = sa.channel_type;
+            let name_of = |ty: u16| message_name(ct, dir, ty).into_owned();
+            let label = if dir == Direction::ClientToServer { "c2s" } else { "s2c" };
+            if let Some(div) = align(label, &mut pa, &mut pb, &name_of)? {
                 c.divergences.push(div);
             }
-            for (name, counts) in counts(&sa.seq[d], &sb.seq[d]) {
-                c.counts.insert(name, counts);
+            for (ty, counts) in counts(&pa.counts, &pb.counts) {
+                c.counts.insert(name_of(ty), counts);
             }
         }
-        c.equal = c.header_kind.is_none() && c.caps.is_empty() && c.divergences.is_empty() && c.counts.is_empty();
+        if options.render && sa.channel_type == ChannelType::DISPLAY {
+            c.picture = Some(picture_diff(&sa.path, &sb.path, options.channel_type));
+        }
+        c.equal = c.header_kind.is_none()
+            && c.caps.is_empty()
+            && c.divergences.is_empty()
+            && c.counts.is_empty()
+            && c.picture.as_ref().is_none_or(|p| p.equal);
         report.channels.push(c);
     }
     report.equal =
@@ -182,56 +298,183 @@ pub fn diff(a: &Path, b: &Path, channel_type: Option<ChannelType>, masks: &[Stri
     Ok(report)
 }
 
-fn divergence(dir: &'static str, a: &[Msg], b: &[Msg]) -> Option<Divergence> {
-    let na: Vec<&str> = a.iter().map(|m| m.name.as_str()).collect();
-    let nb: Vec<&str> = b.iter().map(|m| m.name.as_str()).collect();
-    let ops = capture_diff_slices(Algorithm::Myers, &na, &nb);
-    let mut first = None;
-    let mut changed = 0;
-    for op in &ops {
-        match *op {
-            DiffOp::Equal { .. } => {}
-            DiffOp::Delete { old_index, old_len, new_index } => {
-                changed += old_len;
-                first.get_or_insert((old_index, new_index));
+/// Aligns two sources window by window (see the module doc); returns the
+/// first divergence, with the number of messages the whole alignment
+/// changed, or `None` when the sequences are equal.
+fn align(
+    dir: &'static str,
+    a: &mut dyn Source,
+    b: &mut dyn Source,
+    name_of: &dyn Fn(u16) -> String,
+) -> Result<Option<Divergence>, DiffError> {
+    struct Side<'s> {
+        src: &'s mut dyn Source,
+        window: VecDeque<Msg>,
+        /// Index of `window[0]` in the whole sequence.
+        base: usize,
+        /// The last messages taken out of the window, for context.
+        history: VecDeque<Msg>,
+        done: bool,
+    }
+    impl Side<'_> {
+        fn fill(&mut self) -> Result<(), DiffError> {
+            while !self.done && self.window.len() < WINDOW {
+                match self.src.next_msg()? {
+                    Some(m) => self.window.push_back(m),
+                    None => self.done = true,
+                }
             }
-            DiffOp::Insert { old_index, new_index, new_len } => {
-                changed += new_len;
-                first.get_or_insert((old_index, new_index));
+            Ok(())
+        }
+        fn take(&mut self, n: usize) {
+            for m in self.window.drain(..n) {
+                if self.history.len() == CONTEXT {
+                    self.history.pop_front();
+                }
+                self.history.push_back(m);
             }
-            DiffOp::Replace { old_index, old_len, new_index, new_len } => {
-                changed += old_len.max(new_len);
-                first.get_or_insert((old_index, new_index));
-            }
+            self.base += n;
+        }
+        /// "time name (size)" of the messages around window index `i`.
+        fn around(&self, i: usize, name_of: &dyn Fn(u16) -> String) -> Vec<String> {
+            let before = self.history.iter().chain(self.window.iter().take(i));
+            let skip = (self.history.len() + i).saturating_sub(CONTEXT);
+            before
+                .skip(skip)
+                .chain(self.window.iter().skip(i).take(CONTEXT + 1))
+                .map(|m| format!("{:.6} {} ({} bytes)", m.t, name_of(m.ty), m.size))
+                .collect()
         }
     }
-    let (at_a, at_b) = first?;
-    let around = |s: &[Msg], i: usize| -> Vec<String> {
-        s[i.saturating_sub(CONTEXT)..(i + CONTEXT + 1).min(s.len())]
-            .iter()
-            .map(|m| format!("{:.6} {} ({} bytes)", m.t, m.name, m.size))
-            .collect()
-    };
-    Some(Divergence { dir, changed, at_a, at_b, around_a: around(a, at_a), around_b: around(b, at_b) })
+    let mut sa = Side { src: a, window: VecDeque::new(), base: 0, history: VecDeque::new(), done: false };
+    let mut sb = Side { src: b, window: VecDeque::new(), base: 0, history: VecDeque::new(), done: false };
+    let mut first: Option<Divergence> = None;
+    let mut changed = 0;
+    loop {
+        sa.fill()?;
+        sb.fill()?;
+        if sa.window.is_empty() && sb.window.is_empty() {
+            break;
+        }
+        // The common prefix, message by message.
+        let same = sa.window.iter().zip(&sb.window).take_while(|(x, y)| x.ty == y.ty).count();
+        if same > 0 {
+            sa.take(same);
+            sb.take(same);
+            continue;
+        }
+        let ta: Vec<u16> = sa.window.iter().map(|m| m.ty).collect();
+        let tb: Vec<u16> = sb.window.iter().map(|m| m.ty).collect();
+        let ops = capture_diff_slices(Algorithm::Myers, &ta, &tb);
+        // Keep the alignment up to the end of its last common run; what
+        // follows may align differently with the messages still to come.
+        let last_equal = ops.iter().rev().find_map(|op| match *op {
+            DiffOp::Equal { old_index, new_index, len } => Some((old_index + len, new_index + len)),
+            _ => None,
+        });
+        let (cut_a, cut_b) = match last_equal {
+            Some(cut) if !(sa.done && sb.done) => cut,
+            // Nothing in common, or the windows hold the rest: keep all.
+            _ => (ta.len(), tb.len()),
+        };
+        for op in &ops {
+            let (oi, ni, n) = match *op {
+                DiffOp::Equal { .. } => continue,
+                DiffOp::Delete { old_index, old_len, new_index } => (old_index, new_index, old_len),
+                DiffOp::Insert { old_index, new_index, new_len } => (old_index, new_index, new_len),
+                DiffOp::Replace { old_index, old_len, new_index, new_len } => {
+                    (old_index, new_index, old_len.max(new_len))
+                }
+            };
+            if oi >= cut_a && ni >= cut_b {
+                break;
+            }
+            changed += n;
+            if first.is_none() {
+                first = Some(Divergence {
+                    dir,
+                    changed: 0,
+                    at_a: sa.base + oi,
+                    at_b: sb.base + ni,
+                    around_a: sa.around(oi, name_of),
+                    around_b: sb.around(ni, name_of),
+                });
+            }
+        }
+        sa.take(cut_a);
+        sb.take(cut_b);
+    }
+    Ok(first.map(|d| Divergence { changed, ..d }))
 }
 
-fn counts(a: &[Msg], b: &[Msg]) -> BTreeMap<String, (u64, u64, u64, u64)> {
-    let mut all: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
-    for m in a {
-        let e = all.entry(m.name.clone()).or_default();
-        e.0 += 1;
-        e.1 += m.size as u64;
+/// Per message type whose count differs: (count A, bytes A, count B,
+/// bytes B).
+fn counts(a: &BTreeMap<u16, (u64, u64)>, b: &BTreeMap<u16, (u64, u64)>) -> BTreeMap<u16, (u64, u64, u64, u64)> {
+    let mut all: BTreeMap<u16, (u64, u64, u64, u64)> = BTreeMap::new();
+    for (&ty, &(n, bytes)) in a {
+        let e = all.entry(ty).or_default();
+        (e.0, e.1) = (n, bytes);
     }
-    for m in b {
-        let e = all.entry(m.name.clone()).or_default();
-        e.2 += 1;
-        e.3 += m.size as u64;
+    for (&ty, &(n, bytes)) in b {
+        let e = all.entry(ty).or_default();
+        (e.2, e.3) = (n, bytes);
     }
     all.retain(|_, c| c.0 != c.2);
     all
 }
 
-fn load(path: &Path, channel_type: Option<ChannelType>, masks: &[String]) -> Result<Recording, DiffError> {
+impl PictureDiff {
+    /// One line: what differs in the final pictures.
+    pub fn describe(&self) -> String {
+        if self.error_a.is_some() || self.error_b.is_some() {
+            let e = |x: &Option<String>| x.clone().unwrap_or_else(|| "rendered".into());
+            return format!("final picture not compared: A {}, B {}", e(&self.error_a), e(&self.error_b));
+        }
+        if self.size_a != self.size_b {
+            let (a, b) = (self.size_a, self.size_b);
+            return format!("final picture sizes differ: A {}x{}, B {}x{}", a.0, a.1, b.0, b.1);
+        }
+        match self.differing_box {
+            Some((l, t, r, b)) => {
+                format!("final picture: {} pixels differ in ({l},{t})-({r},{b})", self.differing_pixels)
+            }
+            None => "final pictures equal".into(),
+        }
+    }
+}
+
+/// The final pictures of two display pcaps, compared.
+fn picture_diff(a: &Path, b: &Path, channel_type: Option<ChannelType>) -> PictureDiff {
+    let render = |p: &Path| offline::render_pcap(p, channel_type, Until::End).map(|(s, _)| s);
+    let (sa, sb) = match (render(a), render(b)) {
+        (Ok(sa), Ok(sb)) => (sa, sb),
+        (ra, rb) => {
+            let why = |r: Result<Surface, OfflineError>| r.err().map(|e| e.to_string());
+            return PictureDiff { equal: false, error_a: why(ra), error_b: why(rb), ..PictureDiff::default() };
+        }
+    };
+    let mut d = PictureDiff { size_a: (sa.width, sa.height), size_b: (sb.width, sb.height), ..PictureDiff::default() };
+    if d.size_a != d.size_b {
+        return d;
+    }
+    let mut bbox: Option<(u32, u32, u32, u32)> = None;
+    let width = sa.width.max(1) as usize;
+    for (i, (pa, pb)) in sa.data.iter().zip(&sb.data).enumerate() {
+        // The colour bytes only: the unused byte of xRGB may differ.
+        if (pa ^ pb) & 0x00ff_ffff == 0 {
+            continue;
+        }
+        d.differing_pixels += 1;
+        // i < width * height, both u32: the quotient and remainder fit.
+        let (x, y) = ((i % width) as u32, (i / width) as u32);
+        bbox = Some(bbox.map_or((x, y, x + 1, y + 1), |(l, t, r, b)| (l.min(x), t.min(y), r.max(x + 1), b.max(y + 1))));
+    }
+    d.differing_box = bbox;
+    d.equal = d.differing_pixels == 0;
+    d
+}
+
+fn load(path: &Path, channel_type: Option<ChannelType>) -> Result<Recording, DiffError> {
     let io = |source| DiffError::Io { path: path.to_path_buf(), source };
     let pcaps: Vec<PathBuf> = if path.is_dir() {
         replay::session_pcaps(path).map_err(io)?
@@ -245,18 +488,16 @@ fn load(path: &Path, channel_type: Option<ChannelType>, masks: &[String]) -> Res
     let mut rec = Recording::default();
     let mut opened: Vec<(std::time::Duration, String)> = Vec::new();
     for p in &pcaps {
-        let r = replay::read(p, channel_type).map_err(|source| DiffError::Replay { path: p.clone(), source })?;
-        let name = format!("{}-{}", r.channel_type.name(), r.channel_id);
-        let start = r.messages.first().map_or(r.end, |m| m.at);
-        let mut side = Side { header_kind: Some(format!("{:?}", r.header_kind).to_lowercase()), ..Side::default() };
-        for m in &r.messages {
-            let n = message_name(r.channel_type, m.dir, m.header.msg_type).into_owned();
-            if masks.contains(&n) {
-                continue;
-            }
-            let d = usize::from(m.dir != Direction::ClientToServer);
-            side.seq[d].push(Msg { name: n, t: m.at.saturating_sub(start).as_secs_f64(), size: m.body.len() });
-        }
+        // A first look: the link stage and when the channel opened.
+        let m =
+            Messages::open(p, channel_type, false).map_err(|source| DiffError::Replay { path: p.clone(), source })?;
+        let name = format!("{}-{}", m.channel_type.name(), m.channel_id);
+        let side = Side {
+            path: p.clone(),
+            channel_type: m.channel_type,
+            header_kind: format!("{:?}", m.header_kind).to_lowercase(),
+            caps: BTreeMap::new(),
+        };
         // A reconnect of the same channel is compared as its own channel.
         let mut key = name.clone();
         let mut k = 1;
@@ -264,7 +505,7 @@ fn load(path: &Path, channel_type: Option<ChannelType>, masks: &[String]) -> Res
             key = format!("{name}.{k}");
             k += 1;
         }
-        opened.push((start, key.clone()));
+        opened.push((m.start, key.clone()));
         rec.channels.insert(key, side);
     }
     opened.sort();
@@ -321,6 +562,9 @@ pub fn format_report(r: &DiffReport) -> String {
         for d in &c.divergences {
             what.push(format!("{} sequence ({} messages)", d.dir, d.changed));
         }
+        if let Some(p) = c.picture.as_ref().filter(|p| !p.equal) {
+            what.push(p.describe());
+        }
         let _ = writeln!(s, "  {}: {}", c.channel, what.join(", "));
     }
     let _ = writeln!(s, "\ndetails:");
@@ -376,6 +620,9 @@ pub fn write_junit(r: &DiffReport, path: &Path) -> std::io::Result<()> {
         for (name, (ca, _, cb, _)) in &c.counts {
             problems.push(format!("{name}: A {ca}, B {cb}"));
         }
+        if let Some(p) = c.picture.as_ref().filter(|p| !p.equal) {
+            problems.push(p.describe());
+        }
         cases.push((c.channel.clone(), problems));
     }
     let failures = cases.iter().filter(|c| !c.1.is_empty()).count();
@@ -397,28 +644,68 @@ pub fn write_junit(r: &DiffReport, path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn msgs(names: &[&str]) -> Vec<Msg> {
-        names.iter().enumerate().map(|(i, n)| Msg { name: n.to_string(), t: i as f64, size: 1 }).collect()
+    /// A sequence in memory.
+    struct VecSource<'a>(std::iter::Copied<std::slice::Iter<'a, u16>>);
+
+    impl Source for VecSource<'_> {
+        fn next_msg(&mut self) -> Result<Option<Msg>, DiffError> {
+            Ok(self.0.next().map(|ty| Msg { ty, t: 0.0, size: 1 }))
+        }
+    }
+
+    fn run(a: &[u16], b: &[u16]) -> Option<Divergence> {
+        let name = |ty: u16| format!("T{ty}");
+        align("s2c", &mut VecSource(a.iter().copied()), &mut VecSource(b.iter().copied()), &name).unwrap()
     }
 
     #[test]
     fn alignment_finds_the_first_real_divergence() {
-        let a = msgs(&["INIT", "CREATE", "COPY", "COPY", "MARK"]);
-        let b = msgs(&["INIT", "CREATE", "COPY", "FILL", "COPY", "MARK"]);
-        let d = divergence("s2c", &a, &b).unwrap();
+        // INIT CREATE COPY COPY MARK against one FILL more.
+        let a = [1, 2, 3, 3, 4];
+        let b = [1, 2, 3, 5, 3, 4];
+        let d = run(&a, &b).unwrap();
         assert_eq!((d.at_a, d.at_b, d.changed), (3, 3, 1));
-        assert!(d.around_b.iter().any(|l| l.contains("FILL")));
-        assert!(divergence("s2c", &a, &a).is_none());
-        assert_eq!(counts(&a, &b).keys().collect::<Vec<_>>(), ["FILL"]);
+        assert!(d.around_b.iter().any(|l| l.contains("T5")), "{:?}", d.around_b);
+        assert!(run(&a, &a).is_none());
+        assert!(run(&[], &[]).is_none());
+        let d = run(&[], &[7, 7]).unwrap();
+        assert_eq!((d.at_a, d.at_b, d.changed), (0, 0, 2));
+        let ca = BTreeMap::from([(3, (2, 2)), (1, (1, 1))]);
+        let cb = BTreeMap::from([(3, (2, 2)), (1, (1, 1)), (5, (1, 9))]);
+        assert_eq!(counts(&ca, &cb).into_iter().collect::<Vec<_>>(), [(5, (0, 0, 1, 9))]);
+    }
+
+    /// Sequences many windows long: the common prefix streams through,
+    /// and differences past the first window are found where they are.
+    #[test]
+    fn long_sequences_align_window_by_window() {
+        let n = WINDOW * 5 + 17;
+        let a: Vec<u16> = (0..n).map(|i| (i % 7) as u16).collect();
+        assert!(run(&a, &a).is_none());
+        // One message dropped deep in B, one extra near its end.
+        let mut b = a.clone();
+        b.remove(WINDOW * 3 + 5);
+        b.insert(n - 10, 99);
+        let d = run(&a, &b).unwrap();
+        assert_eq!((d.at_a, d.at_b), (WINDOW * 3 + 5, WINDOW * 3 + 5));
+        assert_eq!(d.changed, 2);
+        assert_eq!(d.around_a.len(), 2 * CONTEXT + 1);
+        // Nothing in common at all: every message counted once per side.
+        let m = WINDOW + 17;
+        let c: Vec<u16> = (0..m).map(|_| 100).collect();
+        let d = run(&a[..m], &c).unwrap();
+        assert_eq!((d.at_a, d.at_b), (0, 0));
+        assert!(d.changed >= m, "{}", d.changed);
     }
 
     #[test]
     fn foreign_input_is_an_error() {
         let tmp = tempfile::tempdir().unwrap();
-        assert!(matches!(diff(tmp.path(), tmp.path(), None, &[]), Err(DiffError::NotARecording(_))));
+        let o = DiffOptions::default();
+        assert!(matches!(diff(tmp.path(), tmp.path(), &o), Err(DiffError::NotARecording(_))));
         let junk = tmp.path().join("x.pcap");
         std::fs::write(&junk, b"junk").unwrap();
-        assert!(matches!(diff(&junk, &junk, None, &[]), Err(DiffError::Replay { .. })));
-        assert!(matches!(diff(&tmp.path().join("none"), &junk, None, &[]), Err(DiffError::Io { .. })));
+        assert!(matches!(diff(&junk, &junk, &o), Err(DiffError::Replay { .. })));
+        assert!(matches!(diff(&tmp.path().join("none"), &junk, &o), Err(DiffError::Io { .. })));
     }
 }

@@ -6,11 +6,17 @@
 //! surface create/destroy (id, size, format), draws (target surface,
 //! bounding box, clip, source image type and size from its
 //! `SpiceImageDescriptor`), stream create/destroy (codec, sizes), MARK,
-//! mouse modes, agent messages by `VDAgentMessage` type. Key presses
-//! (`SPICE_MSGC_INPUTS_KEY_*`) are shown only when asked: they can be
-//! passwords.
+//! mouse modes, agent messages by `VDAgentMessage` type, port names and
+//! events, and what port channels carry: usbredir packets (usbredir
+//! `usbredirproto.h`) on usbredir channels, mux client opens and closes
+//! and HTTP request lines and response codes on webdav channels (spice-gtk
+//! `channel-webdav.c`). Key presses (`SPICE_MSGC_INPUTS_KEY_*`) are shown
+//! only when asked: they can be passwords.
+//!
+//! Both the timeline and the summary stream the pcaps
+//! ([`replay::Messages`]): memory does not grow with the recording.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,9 +24,13 @@ use std::time::Duration;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::capture::replay::{self, Replay, ReplayError};
+use crate::capture::replay::{self, Messages, ReplayError, ReplayMessage};
+use crate::http1::{Http1Connection, HttpEvent};
+use crate::port;
 use crate::protocol::{ChannelType, Direction, message_name};
 use crate::render::display::{self, Clip, DisplayMessage, Rect};
+use crate::usbredir::{self, Packet, Side, TypeHeader, UsbredirDecoder};
+use crate::webdav_mux::{MuxDecoder, MuxEvent};
 
 /// Why a recording cannot be inspected.
 #[derive(Debug, Error)]
@@ -79,10 +89,108 @@ pub struct Line {
     pub fields: String,
 }
 
-/// A channel pcap of a session, replayed.
+/// A channel pcap of a session, streamed: its next message and the
+/// decoder of what a port channel carries.
 struct Channel {
     name: String,
-    replay: Replay,
+    path: PathBuf,
+    messages: Messages,
+    head: Option<ReplayMessage>,
+    port: PortDecoder,
+}
+
+/// Decodes the `SPICEVMC_DATA` payloads of usbredir and webdav channels.
+enum PortDecoder {
+    None,
+    /// usbredir packets; `None` once the stream cannot be followed.
+    Usbredir(Option<UsbredirDecoder>),
+    /// The webdav mux, and an HTTP/1.1 reader per open client.
+    Webdav(MuxDecoder, HashMap<i64, Http1Connection>),
+}
+
+/// Events shown per message at most; the rest are counted.
+const MAX_EVENTS_PER_LINE: usize = 8;
+
+impl PortDecoder {
+    fn new(ct: ChannelType) -> Self {
+        match ct {
+            // Packet data is not shown: keep none of it.
+            ChannelType::USBREDIR => Self::Usbredir(Some(UsbredirDecoder::new(0))),
+            ChannelType::WEBDAV => Self::Webdav(MuxDecoder::new(), HashMap::new()),
+            _ => Self::None,
+        }
+    }
+
+    /// The events of one message's payload, as text.
+    fn events(&mut self, dir: Direction, msg_type: u16, body: &[u8]) -> Vec<String> {
+        if matches!(self, Self::None) {
+            return Vec::new();
+        }
+        let payload = match port::vmc_payload(msg_type, body) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Vec::new(),
+            Err(e) => return vec![format!("({e})")],
+        };
+        let from_server = dir == Direction::ServerToClient;
+        let mut out = Vec::new();
+        match self {
+            Self::None => {}
+            Self::Usbredir(slot) => {
+                let Some(dec) = slot else { return out };
+                let side = if from_server { Side::Guest } else { Side::Host };
+                let mut packets = Vec::new();
+                let r = dec.feed(side, &payload, &mut packets);
+                out.extend(packets.iter().map(usbredir_packet));
+                if let Err(e) = r {
+                    out.push(format!("usbredir stream lost: {e}"));
+                    *slot = None;
+                }
+            }
+            Self::Webdav(mux, conns) => {
+                let mut events = Vec::new();
+                // The guest (the server side) sends the HTTP requests.
+                mux.feed(from_server, &payload, &mut events);
+                for ev in events {
+                    match ev {
+                        MuxEvent::Open { id, .. } => {
+                            conns.insert(id, Http1Connection::new());
+                            out.push(format!("client {id} open"));
+                        }
+                        MuxEvent::Close { id, .. } => {
+                            conns.remove(&id);
+                            out.push(format!("client {id} close"));
+                        }
+                        MuxEvent::Data { id, from_guest, bytes } => {
+                            let Some(conn) = conns.get_mut(&id) else { continue };
+                            let mut http = Vec::new();
+                            if let Err(e) = conn.feed(from_guest, &bytes, &mut http) {
+                                out.push(format!("client {id} HTTP lost: {e}"));
+                                conns.remove(&id);
+                            }
+                            out.extend(http.into_iter().map(|h| match h {
+                                HttpEvent::Request { method, target } => format!("client {id} {method} {target}"),
+                                HttpEvent::Response { status } => format!("client {id} {status}"),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A usbredir packet as text: type, id and what its header says.
+fn usbredir_packet(p: &Packet) -> String {
+    let name = usbredir::type_name(p.packet_type).map_or_else(|| format!("type {}", p.packet_type), str::to_string);
+    let detail = match &p.header {
+        TypeHeader::Hello { version, .. } => format!(" \"{version}\""),
+        TypeHeader::DeviceConnect { vendor_id, product_id, class, .. } => {
+            format!(" {vendor_id:04x}:{product_id:04x} class {class:#04x}")
+        }
+        _ => String::new(),
+    };
+    format!("{name} id {}{detail} ({} bytes)", p.id, p.data_len)
 }
 
 fn channel_pcaps(dir: &Path) -> Result<Vec<PathBuf>, InspectError> {
@@ -93,51 +201,101 @@ fn channel_pcaps(dir: &Path) -> Result<Vec<PathBuf>, InspectError> {
     Ok(pcaps)
 }
 
-fn load(dir: &Path) -> Result<Vec<Channel>, InspectError> {
+/// Opens every channel pcap of `dir` (with bodies or headers only).
+fn open(dir: &Path, bodies: bool) -> Result<Vec<(PathBuf, Messages)>, InspectError> {
     channel_pcaps(dir)?
         .into_iter()
         .map(|p| {
-            let replay = replay::read(&p, None).map_err(|source| InspectError::Replay { path: p.clone(), source })?;
-            let name = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            Ok(Channel { name, replay })
+            let m =
+                Messages::open(&p, None, bodies).map_err(|source| InspectError::Replay { path: p.clone(), source })?;
+            Ok((p, m))
         })
         .collect()
 }
 
-/// The timeline of session folder `dir` under `filter`, in time order.
+/// The timeline of session folder `dir` under `filter`, in time order, as
+/// a vector. Holds every line: [`for_each_line`] streams.
 ///
 /// # Errors
-/// [`InspectError`] for an unreadable folder or pcap.
+/// As [`for_each_line`].
 pub fn timeline(dir: &Path, filter: &Filter) -> Result<Vec<Line>, InspectError> {
-    let channels = load(dir)?;
-    let start = channels.iter().filter_map(|c| c.replay.messages.first().map(|m| m.at)).min().unwrap_or_default();
     let mut lines = Vec::new();
-    for c in &channels {
-        let ct = c.replay.channel_type;
+    for_each_line(dir, filter, |l| {
+        lines.push(l);
+        true
+    })?;
+    Ok(lines)
+}
+
+/// Calls `each` with every line of the timeline of session folder `dir`
+/// under `filter`, in time order, until it returns false. Streams: the
+/// channels' pcaps are merged by time one message ahead each, so memory
+/// does not grow with the recording's length.
+///
+/// # Errors
+/// [`InspectError`] for an unreadable folder or pcap (the lines before
+/// the error have been given).
+pub fn for_each_line(dir: &Path, filter: &Filter, mut each: impl FnMut(Line) -> bool) -> Result<(), InspectError> {
+    let mut channels = Vec::new();
+    for (path, mut messages) in open(dir, true)? {
+        let name = stem(&path);
+        let ct = messages.channel_type;
         let wanted = filter.channels.is_empty()
-            || filter.channels.iter().any(|f| *f == c.name || *f == ct.name() || c.name.starts_with(&format!("{f}.")));
+            || filter.channels.iter().any(|f| *f == name || *f == ct.name() || name.starts_with(&format!("{f}.")));
         if !wanted {
             continue;
         }
-        for m in &c.replay.messages {
-            let name = message_name(ct, m.dir, m.header.msg_type).into_owned();
-            if !filter.messages.is_empty()
-                && !filter.messages.iter().any(|f| name.to_ascii_lowercase().contains(&f.to_ascii_lowercase()))
-            {
-                continue;
+        let head = next_message(&path, &mut messages)?;
+        channels.push(Channel { name, path, messages, head, port: PortDecoder::new(ct) });
+    }
+    let start = channels.iter().filter_map(|c| c.head.as_ref().map(|m| m.at)).min().unwrap_or_default();
+    // The channel whose next message is earliest (ties: pcap name order).
+    while let Some(i) = (0..channels.len())
+        .filter(|&i| channels[i].head.is_some())
+        .min_by_key(|&i| (channels[i].head.as_ref().map(|m| m.at), i))
+    {
+        let c = &mut channels[i];
+        let next = next_message(&c.path, &mut c.messages)?;
+        let Some(m) = std::mem::replace(&mut c.head, next) else { continue };
+        let ct = c.messages.channel_type;
+        let name = message_name(ct, m.dir, m.header.msg_type).into_owned();
+        // Port decoders see every message, shown or not.
+        let events = c.port.events(m.dir, m.header.msg_type, &m.body);
+        if !filter.messages.is_empty()
+            && !filter.messages.iter().any(|f| name.to_ascii_lowercase().contains(&f.to_ascii_lowercase()))
+        {
+            continue;
+        }
+        let mut fields = fields(ct, m.dir, m.header.msg_type, &m.body, filter.keys);
+        if !events.is_empty() {
+            let mut shown = events[..events.len().min(MAX_EVENTS_PER_LINE)].join("; ");
+            if events.len() > MAX_EVENTS_PER_LINE {
+                let _ = write!(shown, "; +{} more", events.len() - MAX_EVENTS_PER_LINE);
             }
-            lines.push(Line {
-                t: m.at.saturating_sub(start).as_secs_f64(),
-                channel: c.name.clone(),
-                dir: if m.dir == Direction::ClientToServer { "c2s" } else { "s2c" },
-                fields: fields(ct, m.dir, m.header.msg_type, &m.body, filter.keys),
-                name,
-                size: m.body.len(),
-            });
+            fields = if fields.is_empty() { shown } else { format!("{fields}; {shown}") };
+        }
+        let line = Line {
+            t: m.at.saturating_sub(start).as_secs_f64(),
+            channel: c.name.clone(),
+            dir: if m.dir == Direction::ClientToServer { "c2s" } else { "s2c" },
+            fields,
+            name,
+            size: m.body.len(),
+        };
+        if !each(line) {
+            break;
         }
     }
-    lines.sort_by(|a, b| a.t.total_cmp(&b.t));
-    Ok(lines)
+    Ok(())
+}
+
+fn next_message(path: &Path, m: &mut Messages) -> Result<Option<ReplayMessage>, InspectError> {
+    m.next().transpose().map_err(|source| InspectError::Replay { path: path.to_path_buf(), source })
+}
+
+/// `display-0` of `.../display-0.pcap`.
+fn stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// One line as text: time, channel, direction, name, fields.
@@ -243,6 +401,16 @@ fn fields(ct: ChannelType, dir: Direction, ty: u16, body: &[u8], keys: bool) -> 
         (ChannelType::MAIN, Direction::ClientToServer) if ty == MAINC_AGENT_DATA => {
             u32_at(4).map(agent_type).unwrap_or_default()
         }
+        (ChannelType::PORT | ChannelType::WEBDAV, _) => {
+            match port::PortMessage::parse(dir == Direction::ServerToClient, ty, body) {
+                Ok(Some(port::PortMessage::Init { name, opened })) => {
+                    format!("port \"{name}\" {}", if opened { "opened" } else { "closed" })
+                }
+                Ok(Some(port::PortMessage::Event(e))) => format!("event {}", port::port_event_name(e)),
+                Ok(_) => String::new(),
+                Err(e) => format!("({e})"),
+            }
+        }
         _ => String::new(),
     }
 }
@@ -322,30 +490,35 @@ pub struct Summary {
 /// # Errors
 /// [`InspectError`] for an unreadable folder or pcap.
 pub fn summary(dir: &Path) -> Result<Summary, InspectError> {
-    let channels = load(dir)?;
     let mut out = Summary { channels: Vec::new(), unsupported_draws: BTreeMap::new(), capture_losses: BTreeMap::new() };
-    for c in &channels {
-        let first = c.replay.messages.first().map_or(c.replay.end, |m| m.at);
-        let seconds = c.replay.end.saturating_sub(first).max(Duration::from_millis(1)).as_secs_f64();
+    for (path, mut messages) in open(dir, false)? {
+        let name = stem(&path);
         let mut s = ChannelSummary {
-            channel: c.name.clone(),
-            seconds,
+            channel: name.clone(),
+            seconds: 0.0,
             messages_c2s: 0,
             bytes_c2s: 0,
             messages_s2c: 0,
             bytes_s2c: 0,
             messages_per_second: 0.0,
         };
-        for m in &c.replay.messages {
+        let mut first = None;
+        while let Some(m) = next_message(&path, &mut messages)? {
+            first.get_or_insert(m.at);
             if m.dir == Direction::ClientToServer {
                 s.messages_c2s += 1;
-                s.bytes_c2s += m.body.len() as u64;
+                s.bytes_c2s += u64::from(m.header.size);
             } else {
                 s.messages_s2c += 1;
-                s.bytes_s2c += m.body.len() as u64;
+                s.bytes_s2c += u64::from(m.header.size);
             }
         }
-        s.messages_per_second = (s.messages_c2s + s.messages_s2c) as f64 / seconds;
+        let first = first.unwrap_or(messages.end);
+        s.seconds = messages.end.saturating_sub(first).max(Duration::from_millis(1)).as_secs_f64();
+        s.messages_per_second = (s.messages_c2s + s.messages_s2c) as f64 / s.seconds;
+        if messages.truncated {
+            out.capture_losses.insert(name, "the pcap ends inside a packet".into());
+        }
         out.channels.push(s);
     }
     if let Ok(json) = std::fs::read(dir.join("session.json"))
@@ -403,6 +576,48 @@ mod tests {
         std::fs::write(tmp.path().join("display-0.pcap"), b"not a pcap at all").unwrap();
         assert!(matches!(summary(tmp.path()), Err(InspectError::Replay { .. })));
         assert!(matches!(timeline(&tmp.path().join("missing"), &Filter::default()), Err(InspectError::Io { .. })));
+    }
+
+    #[test]
+    fn usbredir_and_webdav_payloads_become_events() {
+        const DATA: u16 = port::SPICEVMC_DATA;
+        let mut usb = PortDecoder::new(ChannelType::USBREDIR);
+        let mut version = [0u8; 64];
+        version[..4].copy_from_slice(b"qemu");
+        let hello = usbredir::encode_packet(0, 0, false, &version, &1u32.to_le_bytes());
+        // Cut in two messages: the packet shows when it is whole.
+        assert!(usb.events(Direction::ServerToClient, DATA, &hello[..20]).is_empty());
+        assert_eq!(
+            usb.events(Direction::ServerToClient, DATA, &hello[20..]),
+            ["usb_redir_hello id 0 \"qemu\" (4 bytes)"]
+        );
+        // A type header longer than any: the stream is given up, once.
+        let bad = usbredir::encode_packet(0, 1, false, &[0; 3], &[]);
+        let ev = usb.events(Direction::ClientToServer, DATA, &bad);
+        assert!(ev.last().is_some_and(|e| e.starts_with("usbredir stream lost")), "{ev:?}");
+        assert!(usb.events(Direction::ClientToServer, DATA, &hello).is_empty());
+
+        let mut dav = PortDecoder::new(ChannelType::WEBDAV);
+        let req = crate::webdav_mux::encode_frame(3, b"PROPFIND /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(dav.events(Direction::ServerToClient, DATA, &req), ["client 3 open", "client 3 PROPFIND /a"]);
+        let resp = crate::webdav_mux::encode_frame(3, b"HTTP/1.1 207 Multi-Status\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(dav.events(Direction::ClientToServer, DATA, &resp), ["client 3 207"]);
+        assert_eq!(
+            dav.events(Direction::ServerToClient, DATA, &crate::webdav_mux::encode_frame(3, b"")),
+            ["client 3 close"]
+        );
+        let mut init = 25u32.to_le_bytes().to_vec();
+        init.extend(9u32.to_le_bytes());
+        init.push(1);
+        init.extend(b"org.spice-space.webdav.0\0");
+        assert_eq!(
+            fields(ChannelType::WEBDAV, Direction::ServerToClient, 201, &init, false),
+            "port \"org.spice-space.webdav.0\" opened"
+        );
+        assert_eq!(fields(ChannelType::PORT, Direction::ClientToServer, 201, &[1], false), "event closed");
+        // Other messages and channels: nothing.
+        assert!(dav.events(Direction::ServerToClient, 201, &[0; 20]).is_empty());
+        assert!(PortDecoder::new(ChannelType::DISPLAY).events(Direction::ServerToClient, DATA, &req).is_empty());
     }
 
     #[test]

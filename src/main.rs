@@ -66,6 +66,10 @@ struct DiffArgs {
     /// Also write the verdict as JUnit XML (one test case per channel).
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Also render each display both sides opened and compare the final
+    /// pictures pixel by pixel.
+    #[arg(long)]
+    render: bool,
 }
 
 #[derive(Debug, Args)]
@@ -249,6 +253,7 @@ struct ProxyArgs {
     /// With --capture: do not record video (pcaps and session.json only).
     #[arg(long)]
     no_video: bool,
+
     /// Most MiB of traffic waiting for a session's capture writer; past it
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
@@ -558,7 +563,8 @@ fn diff(args: &DiffArgs) -> Result<bool> {
     let mut masks: Vec<String> =
         diff::DEFAULT_MASKS.iter().map(|m| m.to_string()).filter(|m| !args.no_mask.contains(m)).collect();
     masks.extend(args.mask.iter().cloned());
-    let report = diff::diff(&args.a, &args.b, channel_type, &masks)?;
+    let options = diff::DiffOptions { channel_type, masks, render: args.render };
+    let report = diff::diff(&args.a, &args.b, &options)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -584,14 +590,12 @@ fn inspect(args: &InspectArgs) -> Result<()> {
         return Ok(());
     }
     let filter = inspect::Filter { channels: args.channel.clone(), messages: args.message.clone(), keys: args.keys };
-    let lines = inspect::timeline(&args.session, &filter)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for l in &lines {
-        let text = if args.json { serde_json::to_string(l)? } else { inspect::format_line(l) };
-        if writeln!(out, "{text}").is_err() {
-            break; // a closed pipe (| head) ends the listing
-        }
-    }
+    inspect::for_each_line(&args.session, &filter, |l| {
+        let text = if args.json { serde_json::to_string(&l).unwrap_or_default() } else { inspect::format_line(&l) };
+        // A closed pipe (| head) ends the listing.
+        writeln!(out, "{text}").is_ok()
+    })?;
     let _ = out.flush();
     Ok(())
 }

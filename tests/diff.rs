@@ -44,6 +44,13 @@ fn screenshot_sessions_are_equal_and_a_viewer_session_differs() {
     eprintln!("{out}{err}");
     assert_eq!(code, Some(0), "two screenshots of a still screen are equal:\n{out}{err}");
     assert!(out.starts_with("equal"), "{out}");
+    // And their final pictures are the same, pixel for pixel.
+    let (code, json, err) = diff(&sessions[0], &sessions[1], &["--render", "--json"]);
+    assert_eq!(code, Some(0), "{json}{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let display = v["channels"].as_array().unwrap().iter().find(|c| c["channel"] == "display-0").unwrap();
+    assert_eq!(display["picture"]["equal"], true, "{display}");
+    assert_eq!(display["picture"]["differing_pixels"], 0, "{display}");
 
     let junit = dir.path.join("diff.xml");
     let (code, out, err) = diff(&sessions[0], &sessions[2], &["--junit", junit.to_str().unwrap()]);
@@ -126,4 +133,17 @@ fn a_ryll_capture_against_a_spicetap_recording() {
     assert!(s2c["changed"].as_u64().unwrap() >= 12 - copies_b, "{s2c}");
     assert!(s2c["around_a"].to_string().contains("SPICE_MSG_DISPLAY_MARK"), "{s2c}");
     assert_eq!(counts.get("SPICE_MSG_DISPLAY_SURFACE_CREATE"), None, "{counts}");
+
+    // --render: both final pictures are SeaBIOS's 720x400 screen; at most
+    // the blinking text cursor's cell differs.
+    let (code, out, err) =
+        diff(&ryll, &session.join("display-0.pcap"), &["--channel-type", "display", "--json", "--render"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = &v["channels"][0]["picture"];
+    assert_eq!(p["size_a"], serde_json::json!([720, 400]), "{p}");
+    assert_eq!(p["size_b"], serde_json::json!([720, 400]), "{p}");
+    assert!(p["error_a"].is_null() && p["error_b"].is_null(), "{p}");
+    let differing = p["differing_pixels"].as_u64().unwrap();
+    assert!(differing <= 9 * 16, "more than a text cell differs: {p}");
 }

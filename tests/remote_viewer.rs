@@ -96,11 +96,7 @@ fn remote_viewer_session_is_interactive_and_fully_recorded() {
     assert!(log.contains("msg=SPICE_MSGC_INPUTS_KEY_"), "--debug-channels inputs logs key messages");
 
     // spicetap inspect: the recorded Linux-guest session as one timeline.
-    let inspect = |extra: &[&str]| {
-        let out = Command::new(SPICETAP).arg("inspect").arg(&sessions[0]).args(extra).output().unwrap();
-        assert!(out.status.success(), "inspect {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let inspect = |extra: &[&str]| inspect(&sessions[0], extra);
     let text = inspect(&[]);
     let times: Vec<f64> = text.lines().map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "time order");

@@ -61,6 +61,11 @@ fn spicy_shared_cd_is_decoded_into_a_usbmon_pcap() {
     assert_eq!(u["devices"][0]["vendor_product"], "2b23:cdcd", "spice-gtk's emulated CD");
     assert_eq!(u["devices"][0]["interfaces"][0], serde_json::json!([0, 8, 6, 0x50]));
     assert!(u["guest_hello"]["caps"].as_array().unwrap().iter().any(|c| c == "64bits_ids"), "{u}");
+    // spicetap inspect reads the usbredir packets out of the channel.
+    let text = inspect(&session, &["--channel", "usbredir"]);
+    for want in ["usb_redir_hello id 0", "usb_redir_device_connect id 0 2b23:cdcd", "usb_redir_bulk_packet id"] {
+        assert!(text.contains(want), "{want} not in:\n{}", text.lines().take(40).collect::<Vec<_>>().join("\n"));
+    }
     let ms = &u["mass_storage"];
     assert!(ms["commands"]["READ(10)"].as_u64().unwrap_or(0) > 0, "{ms}");
     assert!(ms["bytes_read"].as_u64().unwrap() >= SIZE as u64, "{ms}");

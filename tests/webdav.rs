@@ -202,6 +202,16 @@ fn spicy_shared_dir_through_spicetap_is_recorded_as_http() {
     assert_eq!(sorted, [200, 201, 207], "{responses:?}");
     let xml = tshark(&pcap, &["-Y", "xml", "-T", "fields", "-e", "xml.tag"]);
     assert!(xml.contains("multistatus"), "the PROPFIND answer's XML is dissected: {xml}");
+
+    // spicetap inspect reads the mux and HTTP out of the webdav channel.
+    let text = inspect(&session, &["--channel", "webdav"]);
+    assert!(text.contains("SPICE_MSG_PORT_INIT  port \"org.spice-space.webdav.0\""), "{text}");
+    for r in ["PROPFIND /", "GET /hello.txt", "PUT /new-observe.txt"] {
+        assert!(text.contains(&format!(" {r}")), "{r} not shown:\n{text}");
+    }
+    for status in ["207", "200", "201"] {
+        assert!(text.lines().any(|l| l.contains("SPICEVMC_DATA") && l.contains(&format!(" {status}"))), "{text}");
+    }
 }
 
 /// remote-viewer through `spicetap --share-dir` (and `extra` options),

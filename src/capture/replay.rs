@@ -1,22 +1,32 @@
 //! Reading a channel pcap back: the SPICE messages of both directions, in
-//! capture order, with their timestamps.
+//! capture order, with their timestamps, streamed packet by packet
+//! ([`Messages`]): memory stays bounded by the largest message (at most
+//! `limits::MAX_MESSAGE_SIZE`) and the link stage, whatever the length of
+//! the recording.
 //!
 //! Works on spicetap's own pcaps (whole TCP conversation with the link
 //! stage) and on pcaps without a link stage, such as ryll's `--capture`
 //! files (fake TCP between 10.0.0.1 and 10.0.0.2, one file per channel),
 //! given the channel type. The client side is the side that sent the first
-//! payload (spicetap: the link message) or, without a link stage, the side
-//! whose port is not the lower, server port.
+//! payload (spicetap: the link message) or, without a link stage, the
+//! higher port of the first segment (the server listens on the lower one).
 
+use std::collections::VecDeque;
+use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
 
 use pcap_file::pcap::PcapReader;
 use thiserror::Error;
 
-use crate::framing::{MessageAssembler, MessageHeader};
+use crate::framing::{Frame, Framer, MessageHeader};
 use crate::link::{HeaderKind, LinkHeader, LinkMess, LinkReply, auth_selection};
 use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_TICKET_BYTES};
+
+/// Payload bytes read while looking for the end of the link stage before
+/// the file is declared not a SPICE channel: a link message, its reply and
+/// the ticket are a few hundred bytes.
+const MAX_LINK_STAGE_BYTES: usize = 1 << 20;
 
 /// A pcap that cannot be replayed.
 #[derive(Debug, Error)]
@@ -45,11 +55,13 @@ pub struct ReplayMessage {
     pub dir: Direction,
     /// Its header.
     pub header: MessageHeader,
-    /// Its body.
+    /// Its body (empty when the reader was opened without bodies; the size
+    /// is in the header).
     pub body: Vec<u8>,
 }
 
-/// A replayed channel: what its link stage said, then its messages.
+/// A replayed channel, whole in memory: what its link stage said, then its
+/// messages. For short recordings and tests; [`Messages`] streams.
 #[derive(Debug)]
 pub struct Replay {
     /// Channel type (from the link message, or as given).
@@ -82,100 +94,293 @@ pub fn session_pcaps(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(pcaps)
 }
 
-/// Reads `path`. `channel_type` is required for pcaps without a link stage
-/// (then the mini header is assumed).
+/// Reads all of `path` into memory. `channel_type` is required for pcaps
+/// without a link stage (then the mini header is assumed).
 ///
 /// # Errors
 /// [`ReplayError`] for unreadable files and broken streams.
 pub fn read(path: &Path, channel_type: Option<ChannelType>) -> Result<Replay, ReplayError> {
-    let file = std::fs::File::open(path)?;
-    let mut reader = PcapReader::new(std::io::BufReader::new(file))?;
-    // (timestamp, from-client?, payload) of every TCP segment with data.
-    let mut segments: Vec<(Duration, u16, Vec<u8>)> = Vec::new();
-    let mut ports: Vec<u16> = Vec::new();
-    let mut end = Duration::ZERO;
-    while let Some(packet) = reader.next_packet() {
-        let packet = packet?;
-        end = end.max(packet.timestamp);
-        let Ok(sliced) = etherparse::SlicedPacket::from_ethernet(&packet.data) else { continue };
-        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else { continue };
-        if !ports.contains(&tcp.source_port()) {
-            ports.push(tcp.source_port());
-        }
-        if !tcp.payload().is_empty() {
-            segments.push((packet.timestamp, tcp.source_port(), tcp.payload().to_vec()));
-        }
-    }
-    let Some(first) = segments.first() else {
-        return Err(ReplayError::Link("no payload".into()));
-    };
-    let starts_with_link = first.2.starts_with(b"REDQ");
-    let client_port = if starts_with_link {
-        first.1
-    } else {
-        // No link stage: the server is the lower port (5900-ish, or 5930 for spicetap).
-        ports.iter().copied().max().unwrap_or(first.1)
-    };
-    let mut streams: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
-    let mut order = Vec::with_capacity(segments.len());
-    for (at, port, data) in segments {
-        let dir = if port == client_port { Direction::ClientToServer } else { Direction::ServerToClient };
-        let start = streams[dir.index()].len();
-        streams[dir.index()].extend_from_slice(&data);
-        order.push((at, dir, start, streams[dir.index()].len()));
+    let mut m = Messages::open(path, channel_type, true)?;
+    let messages = m.by_ref().collect::<Result<Vec<_>, _>>()?;
+    Ok(Replay {
+        channel_type: m.channel_type,
+        channel_id: m.channel_id,
+        header_kind: m.header_kind,
+        messages,
+        end: m.end,
+    })
+}
+
+/// Frames one direction, keeping bodies or only headers.
+#[derive(Debug)]
+struct Assembler {
+    framer: Framer,
+    bodies: bool,
+    current: Option<(MessageHeader, Vec<u8>)>,
+}
+
+impl Assembler {
+    fn new(kind: HeaderKind, bodies: bool) -> Self {
+        Self { framer: Framer::new(kind), bodies, current: None }
     }
 
-    let (channel_type, channel_id, header_kind, skip) = if starts_with_link {
-        link_stage(&streams)?
-    } else {
-        let ct = channel_type.ok_or_else(|| ReplayError::Link("no link stage: give the channel type".into()))?;
-        (ct, 0, HeaderKind::Mini, [0, 0])
-    };
+    fn feed(
+        &mut self,
+        chunk: &[u8],
+        at: Duration,
+        dir: Direction,
+        out: &mut VecDeque<ReplayMessage>,
+    ) -> Result<(), ReplayError> {
+        let (current, bodies) = (&mut self.current, self.bodies);
+        self.framer.feed(chunk, |f| match f {
+            // Grows with the body actually received, not the size announced.
+            Frame::Header(h) => {
+                let cap = if bodies { h.size.min(1 << 20) as usize } else { 0 };
+                *current = Some((h, Vec::with_capacity(cap)));
+            }
+            Frame::Body(b) => {
+                if let Some((_, body)) = current
+                    && bodies
+                {
+                    body.extend_from_slice(b);
+                }
+            }
+            Frame::End { .. } => {
+                if let Some((header, body)) = current.take() {
+                    out.push_back(ReplayMessage { at, dir, header, body });
+                }
+            }
+        })?;
+        Ok(())
+    }
+}
 
-    // Frame both directions, attributing each message to the segment that
-    // completed it, then order by segment.
-    let mut messages = Vec::new();
-    let mut assemblers = [MessageAssembler::new(header_kind), MessageAssembler::new(header_kind)];
-    for (at, dir, start, end) in order {
+/// A channel pcap read as a stream of messages, in capture order (each
+/// message timed by the segment that completed it).
+///
+/// Holds one pcap packet, the message in progress per direction and the
+/// messages of the current segment: bounded whatever the file's length. A
+/// last packet cut short (a capture stopped by a full disk) ends the
+/// stream and sets [`Messages::truncated`].
+pub struct Messages {
+    reader: PcapReader<BufReader<std::fs::File>>,
+    /// Channel type (from the link message, or as given).
+    pub channel_type: ChannelType,
+    /// Channel id (from the link message; 0 without one).
+    pub channel_id: u8,
+    /// Header kind used.
+    pub header_kind: HeaderKind,
+    /// Capture time of the first packet, since the Unix epoch.
+    pub start: Duration,
+    /// Capture time of the latest packet read so far (after the stream
+    /// ended: the file's last packet), since the Unix epoch.
+    pub end: Duration,
+    /// Whether the file ended inside a packet.
+    pub truncated: bool,
+    client_port: u16,
+    /// Stream bytes still to skip per direction (the link stage).
+    skip: [usize; 2],
+    assemblers: [Assembler; 2],
+    ready: VecDeque<ReplayMessage>,
+    done: bool,
+}
+
+impl std::fmt::Debug for Messages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messages")
+            .field("channel_type", &self.channel_type)
+            .field("channel_id", &self.channel_id)
+            .field("header_kind", &self.header_kind)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A TCP segment with payload: capture time, source and destination port,
+/// payload.
+type Segment = (Duration, u16, u16, Vec<u8>);
+
+/// Why reading the next packet stopped.
+enum Next {
+    Segment(Segment),
+    /// A packet without TCP payload.
+    Skip,
+    End,
+}
+
+impl Messages {
+    /// Opens `path` and reads its link stage. `channel_type` is required
+    /// for pcaps without a link stage (then the mini header is assumed).
+    /// With `bodies` false, messages come with empty bodies (headers only),
+    /// which is all counting and diffing need.
+    ///
+    /// # Errors
+    /// [`ReplayError`] for unreadable files, files without SPICE payload
+    /// and broken link stages.
+    pub fn open(path: &Path, channel_type: Option<ChannelType>, bodies: bool) -> Result<Self, ReplayError> {
+        let file = std::fs::File::open(path)?;
+        let reader = PcapReader::new(BufReader::new(file))?;
+        let mut me = Self {
+            reader,
+            channel_type: channel_type.unwrap_or(ChannelType::MAIN),
+            channel_id: 0,
+            header_kind: HeaderKind::Mini,
+            start: Duration::ZERO,
+            end: Duration::ZERO,
+            truncated: false,
+            client_port: 0,
+            skip: [0, 0],
+            assemblers: [Assembler::new(HeaderKind::Mini, bodies), Assembler::new(HeaderKind::Mini, bodies)],
+            ready: VecDeque::new(),
+            done: false,
+        };
+        let mut first_packet = true;
+        let mut linked = false;
+        let mut pre: Vec<Segment> = Vec::new();
+        let mut streams: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+        loop {
+            let next = me.next_segment()?;
+            if first_packet && !matches!(next, Next::End) {
+                me.start = me.end;
+                first_packet = false;
+            }
+            let seg = match next {
+                Next::Segment(s) => s,
+                Next::Skip => continue,
+                Next::End if pre.is_empty() => return Err(ReplayError::Link("no payload".into())),
+                // Refused, or closed before the ticket: a channel without messages.
+                Next::End if linked => break,
+                Next::End => return Err(ReplayError::Link("the file ends inside the link message or reply".into())),
+            };
+            if pre.is_empty() {
+                if seg.3.starts_with(b"REDQ") {
+                    me.client_port = seg.1;
+                } else {
+                    // No link stage: the server is the lower port.
+                    me.client_port = seg.1.max(seg.2);
+                    let ct =
+                        channel_type.ok_or_else(|| ReplayError::Link("no link stage: give the channel type".into()))?;
+                    me.channel_type = ct;
+                    pre.push(seg);
+                    break;
+                }
+            }
+            let i = me.dir(seg.1).index();
+            streams[i].extend_from_slice(&seg.3);
+            pre.push(seg);
+            if streams[0].len() + streams[1].len() > MAX_LINK_STAGE_BYTES {
+                return Err(ReplayError::Link("no complete link stage in the first MiB".into()));
+            }
+            if let Some((ct, id, kind, skip)) = link_stage(&streams)? {
+                (me.channel_type, me.channel_id, me.header_kind, me.skip) = (ct, id, kind, skip);
+                linked = true;
+                if streams[0].len() >= skip[0] && streams[1].len() >= skip[1] {
+                    break;
+                }
+            }
+        }
+        me.assemblers = [Assembler::new(me.header_kind, bodies), Assembler::new(me.header_kind, bodies)];
+        for seg in pre {
+            me.feed(seg)?;
+        }
+        Ok(me)
+    }
+
+    fn dir(&self, source_port: u16) -> Direction {
+        if source_port == self.client_port { Direction::ClientToServer } else { Direction::ServerToClient }
+    }
+
+    /// Reads the next packet.
+    fn next_segment(&mut self) -> Result<Next, ReplayError> {
+        let packet = match self.reader.next_packet() {
+            None => return Ok(Next::End),
+            Some(Ok(p)) => p,
+            Some(Err(pcap_file::PcapError::IoError(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                self.truncated = true;
+                return Ok(Next::End);
+            }
+            Some(Err(e)) => return Err(e.into()),
+        };
+        self.end = self.end.max(packet.timestamp);
+        let Ok(sliced) = etherparse::SlicedPacket::from_ethernet(&packet.data) else { return Ok(Next::Skip) };
+        let Some(etherparse::TransportSlice::Tcp(tcp)) = sliced.transport else { return Ok(Next::Skip) };
+        if tcp.payload().is_empty() {
+            return Ok(Next::Skip);
+        }
+        Ok(Next::Segment((packet.timestamp, tcp.source_port(), tcp.destination_port(), tcp.payload().to_vec())))
+    }
+
+    /// Frames a segment's payload past the link stage.
+    fn feed(&mut self, (at, source, _, data): Segment) -> Result<(), ReplayError> {
+        let dir = self.dir(source);
         let i = dir.index();
-        let from = start.max(skip[i]);
-        if from >= end {
-            continue;
+        let skip = self.skip[i].min(data.len());
+        self.skip[i] -= skip;
+        if skip < data.len() {
+            self.assemblers[i].feed(&data[skip..], at, dir, &mut self.ready)?;
         }
-        let done = assemblers[i].feed(&streams[i][from..end])?;
-        messages.extend(done.into_iter().map(|(header, body)| ReplayMessage { at, dir, header, body }));
+        Ok(())
     }
-    Ok(Replay { channel_type, channel_id, header_kind, messages, end })
+}
+
+impl Iterator for Messages {
+    type Item = Result<ReplayMessage, ReplayError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Some(Ok(m));
+            }
+            if self.done {
+                return None;
+            }
+            let r = match self.next_segment() {
+                Ok(Next::Segment(seg)) => self.feed(seg),
+                Ok(Next::Skip) => Ok(()),
+                Ok(Next::End) => {
+                    self.done = true;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
+    }
 }
 
 /// Parses the link stage at the start of both streams; returns the channel
-/// type, header kind and the stream offsets where messages begin.
-fn link_stage(streams: &[Vec<u8>; 2]) -> Result<(ChannelType, u8, HeaderKind, [usize; 2]), ReplayError> {
-    let bad = |what: &str| ReplayError::Link(what.to_string());
+/// type, id, header kind and how many bytes of each stream the link stage
+/// takes (ticket and link result included, which may not have arrived
+/// yet), or `None` while the link message or reply is incomplete.
+#[allow(clippy::type_complexity)]
+fn link_stage(streams: &[Vec<u8>; 2]) -> Result<Option<(ChannelType, u8, HeaderKind, [usize; 2])>, ReplayError> {
+    let bad = |e: &dyn std::fmt::Display| ReplayError::Link(e.to_string());
     let c = &streams[0];
     let s = &streams[1];
-    let ch = LinkHeader::parse(c.get(..16).ok_or_else(|| bad("short link message"))?, LinkMess::FIXED_SIZE)
-        .map_err(|e| bad(&e.to_string()))?;
+    let (Some(ch), Some(sh)) = (c.get(..16), s.get(..16)) else { return Ok(None) };
+    let ch = LinkHeader::parse(ch, LinkMess::FIXED_SIZE).map_err(|e| bad(&e))?;
+    let sh = LinkHeader::parse(sh, 4).map_err(|e| bad(&e))?;
     let c_end = 16 + ch.size as usize;
-    let mess =
-        LinkMess::parse(c.get(16..c_end).ok_or_else(|| bad("short link message"))?).map_err(|e| bad(&e.to_string()))?;
-    let sh =
-        LinkHeader::parse(s.get(..16).ok_or_else(|| bad("short link reply"))?, 4).map_err(|e| bad(&e.to_string()))?;
     let s_end = 16 + sh.size as usize;
-    let reply =
-        LinkReply::parse(s.get(16..s_end).ok_or_else(|| bad("short link reply"))?).map_err(|e| bad(&e.to_string()))?;
+    let (Some(mess), Some(reply)) = (c.get(16..c_end), s.get(16..s_end)) else { return Ok(None) };
+    let mess = LinkMess::parse(mess).map_err(|e| bad(&e))?;
+    let reply = LinkReply::parse(reply).map_err(|e| bad(&e))?;
     let mut c_skip = c_end;
     if auth_selection(&mess.caps, &reply.caps) {
-        let mech = c.get(c_skip..c_skip + 4).ok_or_else(|| bad("no auth mechanism"))?;
+        let Some(mech) = c.get(c_skip..c_skip + 4) else { return Ok(None) };
         if u32::from_le_bytes([mech[0], mech[1], mech[2], mech[3]]) == SPICE_AUTH_SASL {
-            return Err(bad("SASL authentication: the stream cannot be framed"));
+            return Err(bad(&"SASL authentication: the stream cannot be framed"));
         }
         c_skip += 4;
     }
     c_skip += SPICE_TICKET_BYTES;
-    Ok((mess.channel_type, mess.channel_id, HeaderKind::negotiate(&mess.caps, &reply.caps), [c_skip, s_end + 4]))
+    // The server's 4-byte link result.
+    let s_skip = s_end + 4;
+    Ok(Some((mess.channel_type, mess.channel_id, HeaderKind::negotiate(&mess.caps, &reply.caps), [c_skip, s_skip])))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +416,54 @@ mod tests {
                 (Direction::ServerToClient, 102, 0)
             ]
         );
+    }
+
+    /// A whole spicetap-style conversation: link stage cut across segments,
+    /// messages read as headers only, and a last packet cut short.
+    #[test]
+    fn link_stage_across_segments_headers_only_and_a_cut_last_packet() {
+        use crate::link::tests::link_mess_bytes;
+        use crate::link::{LinkHeader, LinkReply};
+        use crate::protocol::LinkErr;
+        // Both sides set SPICE_COMMON_CAP_MINI_HEADER (bit 3).
+        let mess = link_mess_bytes(7, ChannelType::DISPLAY.0, &[1 << 3], &[]);
+        let mut reply = LinkHeader::encode(LinkReply::FIXED_SIZE + 4).to_vec();
+        reply.extend_from_slice(&LinkErr::OK.0.to_le_bytes());
+        reply.extend_from_slice(&[0; 162]);
+        for w in [1, 0, LinkReply::FIXED_SIZE, 1 << 3] {
+            reply.extend_from_slice(&w.to_le_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("display-0.pcap");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut out = TcpPcap::new(std::fs::File::create(&path).unwrap()).unwrap();
+        let mut c = TcpConversation::open(&mut out, Endpoints::new(49152, 5930), t0).unwrap();
+        c.data(&mut out, Direction::ClientToServer, t0, &mess[..10]).unwrap();
+        c.data(&mut out, Direction::ClientToServer, t0, &mess[10..]).unwrap();
+        c.data(&mut out, Direction::ServerToClient, t0, &reply).unwrap();
+        c.data(&mut out, Direction::ClientToServer, t0, &[0; SPICE_TICKET_BYTES]).unwrap();
+        let mut s2c = 0u32.to_le_bytes().to_vec(); // link result
+        s2c.extend(mini(314, &[7; 20]));
+        s2c.extend(mini(102, &[]));
+        c.data(&mut out, Direction::ServerToClient, t0 + Duration::from_millis(3), &s2c).unwrap();
+        drop(out);
+        let r = read(&path, None).unwrap();
+        assert_eq!((r.channel_type, r.header_kind), (ChannelType::DISPLAY, HeaderKind::Mini));
+        assert_eq!(r.messages.len(), 2);
+        assert_eq!(r.messages[0].body, [7; 20]);
+
+        let mut m = Messages::open(&path, None, false).unwrap();
+        let got: Vec<_> = m.by_ref().map(|m| m.map(|m| (m.header.msg_type, m.header.size, m.body.len()))).collect();
+        assert_eq!(got.into_iter().collect::<Result<Vec<_>, _>>().unwrap(), [(314, 20, 0), (102, 0, 0)]);
+        assert_eq!(m.start, Duration::from_secs(1_700_000_000));
+        assert!(!m.truncated);
+
+        // Cut inside the last packet: the stream ends before it, truncated.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let mut m = Messages::open(&path, None, false).unwrap();
+        assert_eq!(m.by_ref().count(), 0);
+        assert!(m.truncated);
     }
 
     #[test]

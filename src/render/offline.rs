@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use super::canvas::Surface;
 use super::renderer::{DisplayRenderer, RenderStats};
-use crate::capture::replay::{self, ReplayError};
+use crate::capture::replay::{self, ReplayError, ReplayMessage};
 use crate::protocol::{ChannelType, Direction};
 use crate::wire::Reader;
 
@@ -115,33 +115,48 @@ pub fn render_pcap_frames(
     until: Until,
     mut on_change: Option<&mut OnChange<'_>>,
 ) -> Result<(Surface, RenderStats, Duration), OfflineError> {
-    let replay = replay::read(pcap, channel_type)?;
+    let mut main = replay::Messages::open(pcap, channel_type, true)?;
     // The session's other display channels share the image cache and the
-    // GLZ dictionary: replay them alongside, in capture-time order.
+    // GLZ dictionary: replay them alongside, in capture-time order, each
+    // streamed (one message ahead per channel).
     let shared = super::renderer::Shared::default();
-    let mut others = Vec::new();
+    let mut others: Vec<(replay::Messages, DisplayRenderer)> = Vec::new();
     for other in sibling_display_pcaps(pcap) {
-        match replay::read(&other, None) {
-            Ok(r) if r.channel_id != replay.channel_id => others.push(r),
+        match replay::Messages::open(&other, None, true) {
+            Ok(r) if r.channel_id != main.channel_id => {
+                others.push((r, DisplayRenderer::with_shared(shared.clone())));
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(pcap = %other.display(), error = %e, "other display not replayed"),
         }
     }
-    let mut other_renderers: Vec<DisplayRenderer> =
-        others.iter().map(|_| DisplayRenderer::with_shared(shared.clone())).collect();
-    let mut merged: Vec<(Duration, usize, usize)> = Vec::new(); // (time, source, index)
-    for (src, r) in others.iter().enumerate() {
-        merged.extend(r.messages.iter().enumerate().map(|(i, m)| (m.at, src + 1, i)));
+    // The next message of each source: 0 is `main`, i + 1 is `others[i]`.
+    let mut heads: Vec<Option<ReplayMessage>> = Vec::with_capacity(others.len() + 1);
+    heads.push(main.next().transpose()?);
+    for (i, (r, _)) in others.iter_mut().enumerate() {
+        heads.push(r.next().transpose().unwrap_or_else(|e| {
+            tracing::warn!(display = i, error = %e, "other display stops");
+            None
+        }));
     }
-    merged.extend(replay.messages.iter().enumerate().map(|(i, m)| (m.at, 0, i)));
-    merged.sort_by_key(|&(at, src, i)| (at, src, i));
     let mut last = Duration::ZERO;
     let mut renderer = DisplayRenderer::with_shared(shared.clone());
-    let start = replay.messages.first().map(|m| m.at);
-    for (_, src, i) in merged {
+    let start = heads[0].as_ref().map(|m| m.at);
+    // Until the display's own messages end; the others only matter before.
+    while heads[0].is_some() {
+        // The earliest head; ties go to the lower source, as the sort did.
+        let Some(src) =
+            (0..heads.len()).filter(|&i| heads[i].is_some()).min_by_key(|&i| (heads[i].as_ref().map(|m| m.at), i))
+        else {
+            break;
+        };
         if src > 0 {
-            let m = &others[src - 1].messages[i];
-            let r = &mut other_renderers[src - 1];
+            let (source, r) = &mut others[src - 1];
+            let next = source.next().transpose().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "other display stops");
+                None
+            });
+            let Some(m) = std::mem::replace(&mut heads[src], next) else { continue };
             if m.dir == Direction::ServerToClient {
                 if m.header.sub_list != 0 {
                     apply_sub_list(r, &m.body, m.header.sub_list);
@@ -152,7 +167,8 @@ pub fn render_pcap_frames(
             }
             continue;
         }
-        let m = &replay.messages[i];
+        let next = main.next().transpose()?;
+        let Some(m) = std::mem::replace(&mut heads[0], next) else { continue };
         if let (Until::Time(limit), Some(start)) = (until, start)
             && m.at.saturating_sub(start) > limit
         {
@@ -187,7 +203,7 @@ pub fn render_pcap_frames(
     }
     if let (Until::End, Some(start)) = (until, start) {
         // The recording lasts until the channel's last packet (its close).
-        last = last.max(replay.end.saturating_sub(start));
+        last = last.max(main.end.saturating_sub(start));
     }
     let surface = renderer.primary().cloned().ok_or(OfflineError::NoSurface)?;
     Ok((surface, renderer.stats, last))

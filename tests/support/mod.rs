@@ -654,6 +654,14 @@ pub fn channels(session: &serde_json::Value) -> Vec<serde_json::Value> {
 }
 
 /// Runs `tshark -r FILE` with more arguments; returns stdout.
+/// `spicetap inspect SESSION extra...`: its standard output; panics when
+/// it fails.
+pub fn inspect(session: &Path, extra: &[&str]) -> String {
+    let out = Command::new(SPICETAP).arg("inspect").arg(session).args(extra).output().unwrap();
+    assert!(out.status.success(), "inspect {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 pub fn tshark(file: &Path, args: &[&str]) -> String {
     let out = run_bounded(Command::new("tshark").arg("-r").arg(file).args(args), Duration::from_secs(120));
     assert!(out.status.success(), "tshark failed on {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
