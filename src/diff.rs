@@ -445,7 +445,7 @@ impl PictureDiff {
 
 /// The final pictures of two display pcaps, compared.
 fn picture_diff(a: &Path, b: &Path, channel_type: Option<ChannelType>) -> PictureDiff {
-    let render = |p: &Path| offline::render_pcap(p, channel_type, Until::End).map(|(s, _)| s);
+    let render = |p: &Path| offline::render_pcap(p, channel_type, Until::End, false).map(|(s, _)| s);
     let (sa, sb) = match (render(a), render(b)) {
         (Ok(sa), Ok(sb)) => (sa, sb),
         (ra, rb) => {

@@ -6,7 +6,8 @@
 //! surface create/destroy (id, size, format), draws (target surface,
 //! bounding box, clip, source image type and size from its
 //! `SpiceImageDescriptor`), stream create/destroy (codec, sizes), MARK,
-//! mouse modes, agent messages by `VDAgentMessage` type, port names and
+//! mouse modes, agent messages by `VDAgentMessage` type, cursor positions
+//! and shapes (type, size, hot spot, cache use), port names and
 //! events, and what port channels carry: usbredir packets (usbredir
 //! `usbredirproto.h`) on usbredir channels, mux client opens and closes
 //! and HTTP request lines and response codes on webdav channels (spice-gtk
@@ -401,6 +402,7 @@ fn fields(ct: ChannelType, dir: Direction, ty: u16, body: &[u8], keys: bool) -> 
         (ChannelType::MAIN, Direction::ClientToServer) if ty == MAINC_AGENT_DATA => {
             u32_at(4).map(agent_type).unwrap_or_default()
         }
+        (ChannelType::CURSOR, Direction::ServerToClient) => cursor_fields(ty, body),
         (ChannelType::PORT | ChannelType::WEBDAV, _) => {
             match port::PortMessage::parse(dir == Direction::ServerToClient, ty, body) {
                 Ok(Some(port::PortMessage::Init { name, opened })) => {
@@ -412,6 +414,43 @@ fn fields(ct: ChannelType, dir: Direction, ty: u16, body: &[u8], keys: bool) -> 
             }
         }
         _ => String::new(),
+    }
+}
+
+/// Position, shape (type, size, hot spot, cache flags) of cursor messages.
+fn cursor_fields(ty: u16, body: &[u8]) -> String {
+    use crate::render::cursor::{self as c, CursorMessage, SPICE_CURSOR_FLAGS_CACHE_ME, SPICE_CURSOR_FLAGS_FROM_CACHE};
+    let shape = |cursor: &c::Cursor<'_>| match cursor.header {
+        None => "no cursor".to_string(),
+        Some(h) => {
+            let mut s = format!(
+                "{} {}x{} hot spot ({},{})",
+                c::type_name(h.cursor_type),
+                h.width,
+                h.height,
+                h.hot_spot_x,
+                h.hot_spot_y
+            );
+            if cursor.flags & SPICE_CURSOR_FLAGS_CACHE_ME != 0 {
+                let _ = write!(s, " cache as {:#x}", h.unique);
+            }
+            if cursor.flags & SPICE_CURSOR_FLAGS_FROM_CACHE != 0 {
+                let _ = write!(s, " from cache {:#x}", h.unique);
+            }
+            s
+        }
+    };
+    let shown = |v: bool| if v { "visible" } else { "hidden" };
+    match c::parse(ty, body) {
+        Ok(Some(CursorMessage::Init { position, visible, cursor, .. }))
+        | Ok(Some(CursorMessage::Set { position, visible, cursor })) => {
+            format!("at ({},{}) {} {}", position.0, position.1, shown(visible), shape(&cursor))
+        }
+        Ok(Some(CursorMessage::Move { position })) => format!("at ({},{})", position.0, position.1),
+        Ok(Some(CursorMessage::Trail { length, frequency })) => format!("length {length} frequency {frequency}"),
+        Ok(Some(CursorMessage::InvalOne { id })) => format!("id {id:#x}"),
+        Ok(_) => String::new(),
+        Err(e) => format!("({e})"),
     }
 }
 
@@ -615,6 +654,15 @@ mod tests {
             "port \"org.spice-space.webdav.0\" opened"
         );
         assert_eq!(fields(ChannelType::PORT, Direction::ClientToServer, 201, &[1], false), "event closed");
+        let mut set = vec![10, 0, 20, 0, 1, 2, 0];
+        set.extend(0x77u64.to_le_bytes());
+        set.extend([0, 64, 0, 64, 0, 3, 0, 4, 0]);
+        assert_eq!(
+            fields(ChannelType::CURSOR, Direction::ServerToClient, 103, &set, false),
+            "at (10,20) visible ALPHA 64x64 hot spot (3,4) cache as 0x77"
+        );
+        assert_eq!(fields(ChannelType::CURSOR, Direction::ServerToClient, 104, &[5, 0, 6, 0], false), "at (5,6)");
+        assert!(fields(ChannelType::CURSOR, Direction::ServerToClient, 104, &[5], false).contains("truncated"));
         // Other messages and channels: nothing.
         assert!(dav.events(Direction::ServerToClient, 201, &[0; 20]).is_empty());
         assert!(PortDecoder::new(ChannelType::DISPLAY).events(Direction::ServerToClient, DATA, &req).is_empty());

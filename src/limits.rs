@@ -96,3 +96,18 @@ pub const USBREDIR_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 /// channels): past it the decoder stops following the channel whose data
 /// was refused (recorded).
 pub const PORT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Largest cursor width or height accepted, in pixels.
+///
+/// Guests send 32x32 to 64x64 pointers (qxl and QEMU's own cursors are
+/// 64x64), HiDPI desktops up to 256x256; spice-gtk checks nothing. 512 per
+/// side bounds one decoded shape at 1 MiB of RGBA.
+pub const MAX_CURSOR_SIDE: u32 = 512;
+
+/// Most bytes of decoded cursor shapes kept in a session's cursor cache.
+///
+/// spice-server caches at most 256 shapes per client
+/// (`CLIENT_CURSOR_CACHE_SIZE`), evicting with `INVAL_ONE`; 256 qxl cursors
+/// of 64x64 take 4 MiB. A shape past this bound is shown but not cached
+/// (a later `FROM_CACHE` of it is an error, recorded).
+pub const MAX_CURSOR_CACHE_BYTES: usize = 16 * 1024 * 1024;

@@ -125,6 +125,10 @@ struct RenderArgs {
     /// or the current folder for a pcap).
     #[arg(long, value_name = "DIR")]
     png_dir: Option<PathBuf>,
+    /// Draw the mouse pointer over the pictures and the video, from the
+    /// session's cursor, main and inputs pcaps.
+    #[arg(long)]
+    cursor: bool,
     /// Render up to the N-th SPICE_MSG_DISPLAY_MARK (1: the first complete
     /// frame, what spicy-screenshot saves).
     #[arg(long, value_name = "N")]
@@ -253,7 +257,10 @@ struct ProxyArgs {
     /// With --capture: do not record video (pcaps and session.json only).
     #[arg(long)]
     no_video: bool,
-
+    /// With --capture: leave the mouse pointer out of the video (by
+    /// default it is drawn over each frame, as spice-gtk shows it).
+    #[arg(long)]
+    no_video_cursor: bool,
     /// Most MiB of traffic waiting for a session's capture writer; past it
     /// that capture stops (recorded in session.json) and forwarding goes on.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
@@ -520,6 +527,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         max_connections: args.max_connections,
         capture_queue_bytes: args.capture_queue_mib.saturating_mul(1024 * 1024),
         redact_paths: args.redact_paths,
+        video_cursor: !args.no_video_cursor,
         usb_disk,
         share_dir,
     };
@@ -616,8 +624,13 @@ fn render_snapshots(args: &RenderArgs, pcap: &std::path::Path, channel_type: Opt
         std::fs::create_dir_all(dir).with_context(|| format!("--png-every-mark {}", dir.display()))?;
     }
     let mut written = 0usize;
-    let stats =
-        offline::render_pcap_snapshots(pcap, channel_type, args.png_every_mark.is_some(), &times, |snap, surface| {
+    let stats = offline::render_pcap_snapshots(
+        pcap,
+        channel_type,
+        args.cursor,
+        args.png_every_mark.is_some(),
+        &times,
+        |snap, surface| {
             let path = match (snap, &args.png_every_mark) {
                 (Snapshot::Mark { n, at }, Some(dir)) => dir.join(format!("mark-{n:04}-{:.3}s.png", at.as_secs_f64())),
                 (Snapshot::Time(t), _) => time_dir.join(format!("at-{:.3}s.png", t.as_secs_f64())),
@@ -625,7 +638,8 @@ fn render_snapshots(args: &RenderArgs, pcap: &std::path::Path, channel_type: Opt
             };
             written += 1;
             offline::write_png(surface, &path)
-        })?;
+        },
+    )?;
     eprintln!("{written} PNGs from {} ({} messages, {} marks)", pcap.display(), stats.messages, stats.marks);
     Ok(())
 }
@@ -652,11 +666,12 @@ fn render(args: RenderArgs) -> Result<()> {
         (None, None) => offline::Until::End,
     };
     let (surface, stats) = match &args.mp4 {
-        None => offline::render_pcap(&pcap, channel_type, until)?,
+        None => offline::render_pcap(&pcap, channel_type, until, args.cursor)?,
         Some(mp4) => {
             let config = spicetap::video::VideoConfig { max_fps: args.video_fps, ..Default::default() };
             spicetap::video::VideoRecorder::check_config(&config)?;
-            let (surface, stats, report) = offline::render_pcap_mp4(&pcap, channel_type, until, mp4, config)?;
+            let (surface, stats, report) =
+                offline::render_pcap_mp4(&pcap, channel_type, until, args.cursor, mp4, config)?;
             if let Some(f) = &report.file {
                 let sizes: Vec<String> = f
                     .sizes

@@ -130,6 +130,11 @@ pub struct ChannelReport {
     /// open/close events, folder sharing's HTTP requests and responses).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<serde_json::Value>,
+    /// Cursor channels: the pointer shapes seen (type, size, hot spot,
+    /// uses), cursor messages by name, mouse mode changes, visible time,
+    /// errors (`render::cursor::CursorReport`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<serde_json::Value>,
 }
 
 impl ChannelReport {
@@ -175,6 +180,7 @@ impl ChannelReport {
             render: None,
             usbredir: None,
             port: None,
+            cursor: None,
         }
     }
 }

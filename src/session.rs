@@ -49,6 +49,7 @@ pub struct Sessions {
     upstream_insecure: bool,
     video: Option<crate::video::VideoConfig>,
     redact_paths: bool,
+    video_cursor: bool,
     live: Mutex<HashMap<u32, Entry>>,
     /// Sessions with an id that have ended (`--exit-after-sessions`).
     ended: tokio::sync::watch::Sender<usize>,
@@ -70,6 +71,7 @@ impl Sessions {
             upstream_insecure,
             video: None,
             redact_paths: false,
+            video_cursor: true,
             live: Mutex::new(HashMap::new()),
             ended: tokio::sync::watch::Sender::new(0),
             folders: Mutex::new(Vec::new()),
@@ -82,6 +84,12 @@ impl Sessions {
     /// (capture only).
     pub fn with_video(mut self, config: Option<crate::video::VideoConfig>) -> Self {
         self.video = config;
+        self
+    }
+
+    /// Draws the mouse pointer over the video's frames (the default).
+    pub fn with_video_cursor(mut self, cursor: bool) -> Self {
+        self.video_cursor = cursor;
         self
     }
 
@@ -207,7 +215,7 @@ impl Sessions {
                 )) as Box<dyn crate::render::live::FrameSink>),
                 _ => None,
             };
-            match crate::render::live::spawn(id, reports.clone(), frames, RENDER_QUEUE_BYTES) {
+            match crate::render::live::spawn(id, reports.clone(), frames, RENDER_QUEUE_BYTES, self.video_cursor) {
                 Ok((render, handle)) => {
                     self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
                     consumers.push(Arc::new(render));

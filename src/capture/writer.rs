@@ -165,6 +165,7 @@ impl SessionWriter {
                     report.render = old.render.take();
                     report.usbredir = old.usbredir.take();
                     report.port = old.port.take();
+                    report.cursor = old.cursor.take();
                     if report.capture_loss.is_none() {
                         report.capture_loss = old.capture_loss.take();
                     }
@@ -178,6 +179,7 @@ impl SessionWriter {
                         "render" => self.report.channels[i].render = Some(report),
                         "usbredir" => self.report.channels[i].usbredir = Some(report),
                         "port" => self.report.channels[i].port = Some(report),
+                        "cursor" => self.report.channels[i].cursor = Some(report),
                         other => {
                             tracing::debug!(consumer = other, "report from a consumer session.json has no place for")
                         }

@@ -69,6 +69,8 @@ pub struct ProxyConfig {
     pub capture_queue_bytes: usize,
     /// Hash webdav request paths in `session.json` (`--redact-paths`).
     pub redact_paths: bool,
+    /// Draw the mouse pointer into the video (off: `--no-video-cursor`).
+    pub video_cursor: bool,
     /// Attach this disk to every session's guest (`--usb-disk`).
     pub usb_disk: Option<Arc<crate::inject::usb_channel::UsbDiskConfig>>,
     /// Share this folder with every session's guest (`--share-dir`).
@@ -149,6 +151,7 @@ impl Proxy {
                 config.upstream_insecure,
             )
             .with_video(config.video.clone())
+            .with_video_cursor(config.video_cursor)
             .with_redact_paths(config.redact_paths),
         );
         Ok(Self { listeners, config, sessions })

@@ -11,6 +11,13 @@
 //!                                                         ──> tap::Reports (session.json)
 //! ```
 //!
+//! The pointer: the same thread follows the session's cursor channel, the
+//! main channel's mouse mode and the inputs channel's client positions
+//! ([`Pointer`]), records what it saw on the cursor channel in
+//! `session.json`, and (unless turned off) draws the pointer over a copy of
+//! each frame handed to the video; the shadow surfaces stay pointer-free.
+//! A pointer that only moved still makes a frame.
+//!
 //! The renderer must see every message in order (a skipped one would
 //! desynchronise caches and the GLZ dictionary), so when the queue passes
 //! its budget the renderer stops for the whole session: recorded in
@@ -29,6 +36,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 use super::canvas::Surface;
+use super::cursor::{Pointer, with_pointer};
 use super::renderer::{DisplayRenderer, RenderEvent, RenderStats, Shared};
 use crate::framing::MessageAssembler;
 use crate::link::HeaderKind;
@@ -59,7 +67,7 @@ pub struct RenderReport {
 /// Input of the render thread.
 #[derive(Debug)]
 enum Input {
-    Open { key: ChannelKey, channel_id: u8 },
+    Open { key: ChannelKey, channel_type: ChannelType, channel_id: u8 },
     Link { key: ChannelKey, kind: Option<HeaderKind> },
     Data { key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes },
     Close { key: ChannelKey },
@@ -88,9 +96,9 @@ impl RenderSink {
         let _ = self.tx.send(ev);
     }
 
-    /// A display channel joins the session.
-    fn open(&self, key: ChannelKey, channel_id: u8) {
-        self.control(Input::Open { key, channel_id });
+    /// A channel joins the session.
+    fn open(&self, key: ChannelKey, channel_type: ChannelType, channel_id: u8) {
+        self.control(Input::Open { key, channel_type, channel_id });
     }
 
     /// The channel's link stage ended with this header kind.
@@ -98,7 +106,7 @@ impl RenderSink {
         self.control(Input::Link { key, kind });
     }
 
-    /// Forwarded bytes of a display channel. Past the budget the renderer
+    /// Forwarded bytes of a channel. Past the budget the renderer
     /// stops for the session (never the relay).
     fn data(&self, key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes) {
         if self.stopped.load(Ordering::Relaxed) {
@@ -118,7 +126,7 @@ impl RenderSink {
         let _ = self.tx.send(ev);
     }
 
-    /// A display channel closed.
+    /// A channel closed.
     fn close(&self, key: ChannelKey) {
         self.control(Input::Close { key });
     }
@@ -129,8 +137,10 @@ impl Consumer for RenderSink {
         "render"
     }
 
+    /// Displays, and what the pointer follows: cursor, main (mouse mode)
+    /// and inputs (client positions).
     fn wants(&self, channel_type: ChannelType) -> bool {
-        channel_type == ChannelType::DISPLAY
+        matches!(channel_type, ChannelType::DISPLAY | ChannelType::CURSOR | ChannelType::MAIN | ChannelType::INPUTS)
     }
 
     /// Never refuses: past its budget the renderer stops for the whole
@@ -138,7 +148,7 @@ impl Consumer for RenderSink {
     /// which it records itself.
     fn offer(&self, event: TapEvent) -> Result<(), String> {
         match event {
-            TapEvent::Open { key, channel_id, .. } => self.open(key, channel_id),
+            TapEvent::Open { key, channel_type, channel_id, .. } => self.open(key, channel_type, channel_id),
             TapEvent::StartMessages { key, kind } => self.link(key, kind),
             TapEvent::Data { key, dir, at, bytes } => self.data(key, dir, at, bytes),
             TapEvent::Close { key, .. } => self.close(key),
@@ -154,7 +164,8 @@ impl Consumer for RenderSink {
 }
 
 /// Starts a session's render thread. Reports go to `reports`, frames to
-/// `frames`; at most `budget` bytes wait in the queue.
+/// `frames` (with the pointer drawn over them when `cursor`); at most
+/// `budget` bytes wait in the queue.
 ///
 /// # Errors
 /// The error of spawning the thread.
@@ -163,13 +174,24 @@ pub fn spawn(
     reports: Arc<dyn Reports>,
     frames: Option<Box<dyn FrameSink>>,
     budget: usize,
+    cursor: bool,
 ) -> std::io::Result<(RenderSink, JoinHandle<()>)> {
     let (tx, rx) = channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let sink = RenderSink { tx, queued: queued.clone(), stopped: Arc::new(AtomicBool::new(false)), budget };
     let handle = std::thread::Builder::new().name(format!("render-{session_id}")).spawn(move || {
-        let mut t =
-            RenderThread { reports, frames, shared: Shared::default(), channels: HashMap::new(), stopped: None };
+        let mut t = RenderThread {
+            reports,
+            frames,
+            shared: Shared::default(),
+            channels: HashMap::new(),
+            others: HashMap::new(),
+            pointer: Pointer::new(),
+            cursor,
+            scratch: None,
+            started: Instant::now(),
+            stopped: None,
+        };
         t.run(rx, &queued);
     })?;
     Ok((sink, handle))
@@ -190,11 +212,27 @@ struct Channel {
 /// draw.
 const FRAME_INTERVAL: Duration = Duration::from_millis(1000 / 60);
 
+/// A channel the pointer follows (cursor, main, inputs).
+struct PointerChannel {
+    channel_type: ChannelType,
+    assemblers: Option<[MessageAssembler; 2]>,
+}
+
 struct RenderThread {
     reports: Arc<dyn Reports>,
     frames: Option<Box<dyn FrameSink>>,
     shared: Shared,
+    /// Display channels.
     channels: HashMap<ChannelKey, Channel>,
+    /// Cursor, main and inputs channels.
+    others: HashMap<ChannelKey, PointerChannel>,
+    pointer: Pointer,
+    /// Draw the pointer over the frames handed on.
+    cursor: bool,
+    /// The frame with the pointer drawn over it.
+    scratch: Option<Surface>,
+    /// The pointer's clock (monotonic).
+    started: Instant,
     stopped: Option<String>,
 }
 
@@ -217,7 +255,7 @@ impl RenderThread {
             }
             queued.fetch_sub(cost, Ordering::Relaxed);
             if end {
-                let keys: Vec<_> = self.channels.keys().copied().collect();
+                let keys: Vec<_> = self.channels.keys().chain(self.others.keys()).copied().collect();
                 for key in keys {
                     self.close(key);
                 }
@@ -229,23 +267,45 @@ impl RenderThread {
 
     fn handle(&mut self, ev: Input) {
         match ev {
-            Input::Open { key, channel_id } => {
+            Input::Open { key, channel_type: ChannelType::DISPLAY, channel_id } => {
                 let renderer = DisplayRenderer::with_shared(self.shared.clone());
                 let ch = Channel { channel_id, assemblers: None, renderer, dirty: false, last_frame: None };
                 self.channels.insert(key, ch);
             }
+            Input::Open { key, channel_type, .. } => {
+                tracing::debug!(?key, channel = %channel_type.name(), "render thread follows the pointer on it");
+                self.others.insert(key, PointerChannel { channel_type, assemblers: None });
+            }
             Input::Link { key, kind } => {
-                if let (Some(ch), Some(kind)) = (self.channels.get_mut(&key), kind) {
-                    ch.assemblers = Some([MessageAssembler::new(kind), MessageAssembler::new(kind)]);
+                let Some(kind) = kind else { return };
+                let pair = [MessageAssembler::new(kind), MessageAssembler::new(kind)];
+                if let Some(ch) = self.channels.get_mut(&key) {
+                    ch.assemblers = Some(pair);
+                } else if let Some(ch) = self.others.get_mut(&key) {
+                    ch.assemblers = Some(pair);
                 }
             }
             Input::Data { key, dir, at, bytes } => {
                 if self.stopped.is_some() {
                     return;
                 }
-                if let Some(ch) = self.channels.get_mut(&key)
-                    && let Err(e) = feed(ch, dir, at, &bytes)
-                {
+                let r = if let Some(ch) = self.channels.get_mut(&key) {
+                    feed(ch, dir, at, &bytes)
+                } else if let Some(ch) = self.others.get_mut(&key) {
+                    let now = self.started.elapsed();
+                    match feed_pointer(ch, &mut self.pointer, now, dir, &bytes) {
+                        // The pointer changed: every display gets a frame.
+                        Ok(true) => {
+                            self.channels.values_mut().for_each(|c| c.dirty = true);
+                            Ok(())
+                        }
+                        Ok(false) => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                } else {
+                    Ok(())
+                };
+                if let Err(e) = r {
                     tracing::warn!(error = %e, "renderer stopped for this session");
                     self.stopped = Some(e);
                 }
@@ -269,7 +329,9 @@ impl RenderThread {
                 continue;
             }
             if let Some(surface) = ch.renderer.primary() {
-                frames.frame(ch.channel_id, SystemTime::now(), surface);
+                let pointer = if self.cursor { Some(&self.pointer) } else { None };
+                let shown = with_pointer(surface, pointer, ch.channel_id, &mut self.scratch);
+                frames.frame(ch.channel_id, SystemTime::now(), shown);
             }
             ch.dirty = false;
             ch.last_frame = Some(now);
@@ -277,6 +339,16 @@ impl RenderThread {
     }
 
     fn close(&mut self, key: ChannelKey) {
+        if let Some(ch) = self.others.remove(&key) {
+            if ch.channel_type == ChannelType::CURSOR {
+                let report = self.pointer.report(self.started.elapsed());
+                match serde_json::to_value(&report) {
+                    Ok(v) => self.reports.consumer_report(key, "cursor", v),
+                    Err(e) => tracing::error!(error = %e, "cursor report not serialisable"),
+                }
+            }
+            return;
+        }
         self.flush_frames_of(key);
         let Some(ch) = self.channels.remove(&key) else { return };
         let video = self.frames.as_mut().and_then(|f| f.close(ch.channel_id));
@@ -295,10 +367,35 @@ impl RenderThread {
         if ch.dirty
             && let Some(surface) = ch.renderer.primary()
         {
-            frames.frame(ch.channel_id, SystemTime::now(), surface);
+            let pointer = if self.cursor { Some(&self.pointer) } else { None };
+            let shown = with_pointer(surface, pointer, ch.channel_id, &mut self.scratch);
+            frames.frame(ch.channel_id, SystemTime::now(), shown);
             ch.dirty = false;
         }
     }
+}
+
+/// Assembles whole messages of a cursor, main or inputs channel and hands
+/// the ones the pointer follows to it; returns whether it changed.
+fn feed_pointer(
+    ch: &mut PointerChannel,
+    pointer: &mut Pointer,
+    now: std::time::Duration,
+    dir: Direction,
+    bytes: &[u8],
+) -> Result<bool, String> {
+    let Some(assemblers) = &mut ch.assemblers else { return Ok(false) };
+    let done = assemblers[dir.index()].feed(bytes).map_err(|e| e.to_string())?;
+    let mut changed = false;
+    for (header, body) in done {
+        changed |= match (ch.channel_type, dir) {
+            (ChannelType::CURSOR, Direction::ServerToClient) => pointer.cursor_message(now, header.msg_type, &body),
+            (ChannelType::MAIN, Direction::ServerToClient) => pointer.main_message(now, header.msg_type, &body),
+            (ChannelType::INPUTS, Direction::ClientToServer) => pointer.inputs_message(header.msg_type, &body),
+            _ => false,
+        };
+    }
+    Ok(changed)
 }
 
 /// Assembles whole messages from a chunk and applies them.

@@ -12,6 +12,7 @@
 pub mod canvas;
 pub mod combine_float;
 pub mod composite;
+pub mod cursor;
 pub mod dash;
 pub mod display;
 pub mod image;

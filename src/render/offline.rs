@@ -8,6 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::canvas::Surface;
+use super::cursor::{Pointer, with_pointer};
 use super::renderer::{DisplayRenderer, RenderStats};
 use crate::capture::replay::{self, ReplayError, ReplayMessage};
 use crate::protocol::{ChannelType, Direction};
@@ -80,8 +81,9 @@ pub fn render_pcap(
     pcap: &Path,
     channel_type: Option<ChannelType>,
     until: Until,
+    cursor: bool,
 ) -> Result<(Surface, RenderStats), OfflineError> {
-    render_pcap_frames(pcap, channel_type, until, None).map(|(s, st, _)| (s, st))
+    render_pcap_frames(pcap, channel_type, until, cursor, None).map(|(s, st, _)| (s, st))
 }
 
 /// Where a replay is when it calls its [`OnChange`].
@@ -107,12 +109,18 @@ pub type OnChange<'a> = dyn FnMut(Duration, Step, &Surface) + 'a;
 /// with [`Until::End`] the pcap's last packet (the channel's close), so a
 /// video of it lasts as long as the channel was recorded.
 ///
+/// With `cursor`, the session's cursor, main and inputs pcaps (next to
+/// `pcap`) are replayed alongside and the pointer is drawn over every
+/// surface handed out and returned ([`super::cursor`]); a pointer change
+/// alone is a [`Step::Drawn`].
+///
 /// # Errors
 /// As [`render_pcap`].
 pub fn render_pcap_frames(
     pcap: &Path,
     channel_type: Option<ChannelType>,
     until: Until,
+    cursor: bool,
     mut on_change: Option<&mut OnChange<'_>>,
 ) -> Result<(Surface, RenderStats, Duration), OfflineError> {
     let mut main = replay::Messages::open(pcap, channel_type, true)?;
@@ -130,26 +138,82 @@ pub fn render_pcap_frames(
             Err(e) => tracing::warn!(pcap = %other.display(), error = %e, "other display not replayed"),
         }
     }
-    // The next message of each source: 0 is `main`, i + 1 is `others[i]`.
-    let mut heads: Vec<Option<ReplayMessage>> = Vec::with_capacity(others.len() + 1);
+    let mut pointers: Vec<replay::Messages> = Vec::new();
+    if cursor {
+        for p in sibling_pcaps(pcap, &["cursor-", "main-", "inputs-"]) {
+            match replay::Messages::open(&p, None, true) {
+                Ok(r) => pointers.push(r),
+                Err(e) => tracing::warn!(pcap = %p.display(), error = %e, "pointer channel not replayed"),
+            }
+        }
+    }
+    // The next message of each source: 0 is `main`, i + 1 is `others[i]`,
+    // then `pointers`.
+    let n_others = others.len();
+    let mut heads: Vec<Option<ReplayMessage>> = Vec::with_capacity(n_others + pointers.len() + 1);
     heads.push(main.next().transpose()?);
-    for (i, (r, _)) in others.iter_mut().enumerate() {
+    let rest = others.iter_mut().map(|(r, _)| r).chain(pointers.iter_mut());
+    for r in rest {
         heads.push(r.next().transpose().unwrap_or_else(|e| {
-            tracing::warn!(display = i, error = %e, "other display stops");
+            tracing::warn!(error = %e, "a channel replayed alongside stops");
             None
         }));
     }
+    let mut pointer = cursor.then(Pointer::new);
+    let mut scratch: Option<Surface> = None;
+    let display_id = main.channel_id;
     let mut last = Duration::ZERO;
     let mut renderer = DisplayRenderer::with_shared(shared.clone());
     let start = heads[0].as_ref().map(|m| m.at);
-    // Until the display's own messages end; the others only matter before.
-    while heads[0].is_some() {
+    // Until the display's own messages end (the other displays only matter
+    // before), and the pointer's, which may move over the last picture.
+    loop {
+        if heads[0].is_none() {
+            heads[1..=n_others].iter_mut().for_each(|h| *h = None);
+        }
         // The earliest head; ties go to the lower source, as the sort did.
         let Some(src) =
             (0..heads.len()).filter(|&i| heads[i].is_some()).min_by_key(|&i| (heads[i].as_ref().map(|m| m.at), i))
         else {
             break;
         };
+        if src > n_others {
+            let source = &mut pointers[src - 1 - n_others];
+            let next = source.next().transpose().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "pointer channel stops");
+                None
+            });
+            let Some(m) = std::mem::replace(&mut heads[src], next) else { continue };
+            let Some(p) = pointer.as_mut() else { continue };
+            let (ct, ty) = (source.channel_type, m.header.msg_type);
+            let now = start.filter(|&s| m.at >= s).map(|s| m.at.saturating_sub(s));
+            if let Some(now) = now {
+                if let Until::Time(limit) = until
+                    && now > limit
+                {
+                    break;
+                }
+                // The picture as it was until this message, for snapshots.
+                if let (true, Some(f), Some(surface)) =
+                    (Pointer::follows(ct, m.dir, ty), on_change.as_deref_mut(), renderer.primary())
+                {
+                    f(now, Step::Before, with_pointer(surface, Some(&*p), display_id, &mut scratch));
+                }
+            }
+            let changed = match (ct, m.dir) {
+                (ChannelType::CURSOR, Direction::ServerToClient) => p.cursor_message(m.at, ty, &m.body),
+                (ChannelType::MAIN, Direction::ServerToClient) => p.main_message(m.at, ty, &m.body),
+                (ChannelType::INPUTS, Direction::ClientToServer) => p.inputs_message(ty, &m.body),
+                _ => false,
+            };
+            if let (true, Some(now), Some(f), Some(surface)) =
+                (changed, now, on_change.as_deref_mut(), renderer.primary())
+            {
+                last = last.max(now);
+                f(now, Step::Drawn, with_pointer(surface, pointer.as_ref(), display_id, &mut scratch));
+            }
+            continue;
+        }
         if src > 0 {
             let (source, r) = &mut others[src - 1];
             let next = source.next().transpose().unwrap_or_else(|e| {
@@ -180,7 +244,7 @@ pub fn render_pcap_frames(
         }
         let now = start.map_or(Duration::ZERO, |s| m.at.saturating_sub(s));
         if let (Some(f), Some(surface)) = (on_change.as_deref_mut(), renderer.primary()) {
-            f(now, Step::Before, surface);
+            f(now, Step::Before, with_pointer(surface, pointer.as_ref(), display_id, &mut scratch));
         }
         if m.header.sub_list != 0 {
             apply_sub_list(&mut renderer, &m.body, m.header.sub_list);
@@ -193,7 +257,7 @@ pub fn render_pcap_frames(
             super::renderer::RenderEvent::Mark => Some(Step::Mark),
         };
         if let (Some(step), Some(f), Some(surface)) = (step, on_change.as_deref_mut(), renderer.primary()) {
-            f(last, step, surface);
+            f(last, step, with_pointer(surface, pointer.as_ref(), display_id, &mut scratch));
         }
         if let Until::Mark(n) = until
             && renderer.stats.marks >= n
@@ -205,7 +269,8 @@ pub fn render_pcap_frames(
         // The recording lasts until the channel's last packet (its close).
         last = last.max(main.end.saturating_sub(start));
     }
-    let surface = renderer.primary().cloned().ok_or(OfflineError::NoSurface)?;
+    let surface = renderer.primary().ok_or(OfflineError::NoSurface)?;
+    let surface = with_pointer(surface, pointer.as_ref(), display_id, &mut scratch).clone();
     Ok((surface, renderer.stats, last))
 }
 
@@ -218,6 +283,7 @@ pub fn render_pcap_mp4(
     pcap: &Path,
     channel_type: Option<ChannelType>,
     until: Until,
+    cursor: bool,
     mp4: &Path,
     config: crate::video::VideoConfig,
 ) -> Result<(Surface, RenderStats, crate::video::VideoReport), OfflineError> {
@@ -248,7 +314,7 @@ pub fn render_pcap_mp4(
         }
         pending = Some((at, s.clone()));
     };
-    let (surface, stats, end) = render_pcap_frames(pcap, channel_type, until, Some(&mut on_change))?;
+    let (surface, stats, end) = render_pcap_frames(pcap, channel_type, until, cursor, Some(&mut on_change))?;
     let mut end = end;
     if let Some((at, s)) = pending.take() {
         push(at, &s);
@@ -282,6 +348,7 @@ pub enum Snapshot {
 pub fn render_pcap_snapshots(
     pcap: &Path,
     channel_type: Option<ChannelType>,
+    cursor: bool,
     every_mark: bool,
     times: &[Duration],
     mut take: impl FnMut(Snapshot, &Surface) -> Result<(), OfflineError>,
@@ -314,7 +381,7 @@ pub fn render_pcap_snapshots(
             failed = Some(e);
         }
     };
-    let (surface, stats, _) = render_pcap_frames(pcap, channel_type, Until::End, Some(&mut on_change))?;
+    let (surface, stats, _) = render_pcap_frames(pcap, channel_type, Until::End, cursor, Some(&mut on_change))?;
     if let Some(e) = failed {
         return Err(e);
     }
@@ -349,6 +416,11 @@ pub fn apply_sub_list(renderer: &mut DisplayRenderer, body: &[u8], offset: u32) 
 /// The other display channels' pcaps of the same session folder
 /// (`display-<id>.pcap`, first connection of each).
 fn sibling_display_pcaps(pcap: &Path) -> Vec<PathBuf> {
+    sibling_pcaps(pcap, &["display-"])
+}
+
+/// The pcaps next to `pcap` (not itself) named `<prefix><id>.pcap`, sorted.
+fn sibling_pcaps(pcap: &Path, prefixes: &[&str]) -> Vec<PathBuf> {
     let Some(dir) = pcap.parent() else { return Vec::new() };
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut out: Vec<PathBuf> = entries
@@ -356,9 +428,11 @@ fn sibling_display_pcaps(pcap: &Path) -> Vec<PathBuf> {
         .filter(|p| p != pcap)
         .filter(|p| {
             p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.strip_prefix("display-")
-                    .and_then(|r| r.strip_suffix(".pcap"))
-                    .is_some_and(|id| id.parse::<u8>().is_ok())
+                prefixes.iter().any(|prefix| {
+                    n.strip_prefix(prefix)
+                        .and_then(|r| r.strip_suffix(".pcap"))
+                        .is_some_and(|id| id.parse::<u8>().is_ok())
+                })
             })
         })
         .collect();
@@ -449,7 +523,7 @@ mod tests {
         from_cache.extend_from_slice(&[103, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
         write_display(dir.path(), 1, 9, &[(0, mini(314, &create)), (10, mini(304, &draw_copy(&bitmap)))]);
         write_display(dir.path(), 0, 9, &[(0, mini(314, &create)), (20, mini(304, &draw_copy(&from_cache)))]);
-        let (surface, stats) = render_pcap(&dir.path().join("display-0.pcap"), None, Until::End).unwrap();
+        let (surface, stats) = render_pcap(&dir.path().join("display-0.pcap"), None, Until::End, false).unwrap();
         assert_eq!(stats.errors, 0, "{:?}", stats.error_samples);
         assert_eq!(surface.data, [0x00ab_cdef]);
     }

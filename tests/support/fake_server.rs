@@ -1,8 +1,10 @@
 //! A scripted SPICE server for drawing tests: it speaks just enough of the
 //! protocol (link stage with a real RSA key, SPICE_MSG_MAIN_INIT,
-//! SPICE_MSG_MAIN_CHANNELS_LIST) for spice-gtk to open one display channel,
-//! then sends the display messages it was given and keeps the connections
-//! open. It lets spice-gtk and spicetap draw messages QEMU never sends.
+//! SPICE_MSG_MAIN_CHANNELS_LIST) for spice-gtk to open one display channel
+//! (and a cursor channel when it has cursor messages), then sends the
+//! messages it was given and keeps the connections open. It lets spice-gtk
+//! and spicetap draw messages QEMU never sends. A message of type
+//! [`SLEEP`] is not sent: the server waits its body (u32 LE) milliseconds.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,6 +20,9 @@ fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// Not a message: the server pauses for its body's u32 LE milliseconds.
+pub const SLEEP: u16 = 0xffff;
+
 /// The listening fake server; its threads end with the test process.
 pub struct FakeServer {
     pub port: u16,
@@ -26,14 +31,20 @@ pub struct FakeServer {
 impl FakeServer {
     /// Serves `display` (type, body) messages on each display channel.
     pub fn start(display: Vec<(u16, Vec<u8>)>) -> Self {
+        Self::start_with_cursor(display, Vec::new())
+    }
+
+    /// Serves `display` messages on each display channel and, when there
+    /// are any, lists a cursor channel and serves it `cursor`.
+    pub fn start_with_cursor(display: Vec<(u16, Vec<u8>)>, cursor: Vec<(u16, Vec<u8>)>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let display = display.clone();
+                let (display, cursor) = (display.clone(), cursor.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &display);
+                    let _ = serve(stream, &display, &cursor);
                 });
             }
         });
@@ -41,7 +52,20 @@ impl FakeServer {
     }
 }
 
-fn serve(mut s: TcpStream, display: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
+/// Sends `messages`, pausing at each [`SLEEP`].
+fn send(s: &mut TcpStream, messages: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
+    for (ty, body) in messages {
+        if *ty == SLEEP {
+            let ms = u32::from_le_bytes(body[..4].try_into().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+        } else {
+            s.write_all(&mini(*ty, body))?;
+        }
+    }
+    Ok(())
+}
+
+fn serve(mut s: TcpStream, display: &[(u16, Vec<u8>)], cursor: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
     let mut header = [0u8; 16];
     s.read_exact(&mut header)?;
     let size = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
@@ -68,15 +92,15 @@ fn serve(mut s: TcpStream, display: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
         1 => {
             let init: Vec<u8> = [4242u32, 1, 3, 1, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
             s.write_all(&mini(MAIN_INIT, &init))?;
-            let mut list = 1u32.to_le_bytes().to_vec();
+            let mut list = if cursor.is_empty() { 1u32 } else { 2 }.to_le_bytes().to_vec();
             list.extend_from_slice(&[2, 0]);
+            if !cursor.is_empty() {
+                list.extend_from_slice(&[4, 0]);
+            }
             s.write_all(&mini(MAIN_CHANNELS_LIST, &list))?;
         }
-        2 => {
-            for (ty, body) in display {
-                s.write_all(&mini(*ty, body))?;
-            }
-        }
+        2 => send(&mut s, display)?,
+        4 => send(&mut s, cursor)?,
         _ => {}
     }
     // Keep the channel open, discarding what the client sends.
