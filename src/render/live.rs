@@ -420,3 +420,97 @@ fn feed(ch: &mut Channel, dir: Direction, _at: SystemTime, bytes: &[u8]) -> Resu
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::report::ChannelReport;
+
+    /// Frames handed on: (display, pixel at (5, 5)); reports by consumer.
+    #[derive(Debug, Default)]
+    struct Seen {
+        frames: Mutex<Vec<(u8, u32)>>,
+        reports: Mutex<Vec<(&'static str, serde_json::Value)>>,
+        done: AtomicBool,
+    }
+
+    struct Sink(Arc<Seen>);
+
+    impl FrameSink for Sink {
+        fn frame(&mut self, channel_id: u8, _at: SystemTime, surface: &Surface) {
+            let px = surface.data[5 * surface.width as usize + 5];
+            self.0.frames.lock().unwrap().push((channel_id, px));
+        }
+        fn close(&mut self, _channel_id: u8) -> Option<serde_json::Value> {
+            None
+        }
+    }
+
+    impl Reports for Seen {
+        fn channel_opened(&self, _key: ChannelKey, _report: Box<ChannelReport>) {}
+        fn channel_closed(&self, _key: ChannelKey, _report: Box<ChannelReport>) {}
+        fn consumer_report(&self, _key: ChannelKey, consumer: &'static str, report: serde_json::Value) {
+            self.reports.lock().unwrap().push((consumer, report));
+        }
+        fn consumer_done(&self, _consumer: &'static str) {
+            self.done.store(true, Ordering::SeqCst);
+        }
+        fn session_ended(&self, _at: OffsetDateTime, _consumers: usize) {}
+    }
+
+    fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
+        let mut v = ty.to_le_bytes().to_vec();
+        v.extend((body.len() as u32).to_le_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A 16x16 primary surface, then a 2x2 opaque white pointer at (4, 4)
+    /// (hot spot (0, 0)): the frames carry it only with `cursor`.
+    fn run(cursor: bool) -> Arc<Seen> {
+        let seen = Arc::new(Seen::default());
+        let reports: Arc<dyn Reports> = seen.clone();
+        let (sink, handle) = spawn(1, reports, Some(Box::new(Sink(seen.clone()))), 1 << 20, cursor).unwrap();
+        let now = SystemTime::now();
+        let send = |key: ChannelKey, dir: Direction, bytes: Vec<u8>| {
+            sink.offer(TapEvent::Data { key, dir, at: now, bytes: Bytes::from(bytes) }).unwrap();
+        };
+        for (key, channel_type) in [(1, ChannelType::DISPLAY), (2, ChannelType::CURSOR)] {
+            sink.offer(TapEvent::Open { key, channel_type, channel_id: 0, at: now }).unwrap();
+            sink.offer(TapEvent::StartMessages { key, kind: Some(HeaderKind::Mini) }).unwrap();
+        }
+        let create: Vec<u8> = [0u32, 16, 16, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        send(1, Direction::ServerToClient, [mini(314, &create), mini(102, &[])].concat());
+        std::thread::sleep(FRAME_INTERVAL * 3);
+        let mut set = vec![4, 0, 4, 0, 1, 0, 0];
+        set.extend(0u64.to_le_bytes());
+        set.extend([0, 2, 0, 2, 0, 0, 0, 0, 0]);
+        set.extend([0xffu8; 16]);
+        send(2, Direction::ServerToClient, [mini(103, &set), mini(104, &[5, 0, 5, 0])].concat());
+        std::thread::sleep(FRAME_INTERVAL * 3);
+        sink.offer(TapEvent::Close { key: 2, first: Direction::ClientToServer, at: now }).unwrap();
+        sink.end(OffsetDateTime::now_utc());
+        handle.join().unwrap();
+        assert!(seen.done.load(Ordering::SeqCst));
+        seen
+    }
+
+    #[test]
+    fn the_pointer_is_drawn_over_the_frames_unless_turned_off() {
+        let seen = run(true);
+        let frames = seen.frames.lock().unwrap().clone();
+        assert_eq!(frames.first(), Some(&(0, 0)), "the surface alone: {frames:?}");
+        assert_eq!(frames.last(), Some(&(0, 0x00ff_ffff)), "then with the pointer over (5, 5): {frames:?}");
+        let reports = seen.reports.lock().unwrap();
+        let (_, cursor) = reports.iter().find(|(c, _)| *c == "cursor").expect("a cursor report");
+        assert_eq!(cursor["messages"]["SPICE_MSG_CURSOR_MOVE"], 1, "{cursor}");
+        assert_eq!(cursor["shapes"][0]["size"], serde_json::json!([2, 2]), "{cursor}");
+
+        let seen = run(false);
+        let frames = seen.frames.lock().unwrap().clone();
+        assert!(frames.iter().all(|&(_, px)| px == 0), "--no-video-cursor: {frames:?}");
+        assert!(seen.reports.lock().unwrap().iter().any(|(c, _)| *c == "cursor"), "still reported");
+    }
+}

@@ -29,6 +29,34 @@ fn px(s: &CursorShape, x: usize, y: usize) -> [u8; 4] {
     [s.rgba[o], s.rgba[o + 1], s.rgba[o + 2], s.rgba[o + 3]]
 }
 
+/// The INIT QEMU's qxl sent for the Linux guest's pointer, and what
+/// spice-gtk made of it (tests/fixtures/README.md).
+const QXL_INIT: &[u8] = include_bytes!("../../../tests/fixtures/cursor/qxl-init.bin");
+const QXL_SPICE_GTK: &[u8] = include_bytes!("../../../tests/fixtures/cursor/qxl-init.spice-gtk.rgba");
+
+#[test]
+fn a_qxl_pointer_recorded_from_qemu_decodes_as_spice_gtk_shows_it() {
+    let Ok(Some(CursorMessage::Init { visible, cursor, .. })) = parse(SPICE_MSG_CURSOR_INIT, QXL_INIT) else {
+        panic!("not an INIT");
+    };
+    assert!(visible);
+    let h = cursor.header.unwrap();
+    assert_eq!((h.cursor_type, h.width, h.height, h.hot_spot_x, h.hot_spot_y), (0, 64, 64, 1, 1));
+    let s = decode(&h, cursor.data).unwrap();
+    assert_eq!(s.rgba.len(), QXL_SPICE_GTK.len());
+    let differ = s.rgba.chunks(4).zip(QXL_SPICE_GTK.chunks(4)).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "{differ} of 4096 pixels differ from spice-gtk's");
+    // Every cut of it is refused or decodes nothing.
+    for cut in [0, 8, 27, 28, 1000, QXL_INIT.len() - 1] {
+        match parse(SPICE_MSG_CURSOR_INIT, &QXL_INIT[..cut]) {
+            Ok(Some(CursorMessage::Init { cursor, .. })) => {
+                assert!(decode(&cursor.header.unwrap(), cursor.data).is_err(), "cut at {cut}");
+            }
+            other => assert!(other.is_err(), "cut at {cut}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn alpha_is_bgra_turned_rgba() {
     // 2x1: opaque red, half-transparent green (u32 LE 0xAARRGGBB).
