@@ -257,6 +257,15 @@ struct ProxyArgs {
     /// With --capture: do not record video (pcaps and session.json only).
     #[arg(long)]
     no_video: bool,
+    /// Serve Prometheus metrics and a read-only JSON API of the live and
+    /// recorded sessions on this address (loopback or a private address;
+    /// off by default).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// With --http: every request needs `Authorization: Bearer <token>`,
+    /// the token being this file's first line.
+    #[arg(long, value_name = "FILE", requires = "http")]
+    http_token: Option<PathBuf>,
     /// With --capture: leave the mouse pointer out of the video (by
     /// default it is drawn over each frame, as spice-gtk shows it).
     #[arg(long)]
@@ -533,6 +542,29 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
     let sessions = proxy.sessions();
+    let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
+    if let Some(addr) = args.http {
+        let token = match &args.http_token {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).with_context(|| format!("--http-token {}", file.display()))?;
+                let token = text.lines().next().unwrap_or("").trim().to_string();
+                if token.is_empty() {
+                    bail!("--http-token {}: the file holds no token", file.display());
+                }
+                Some(token.into_bytes())
+            }
+            None => None,
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--http {addr}"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(addr = %bound, token = token.is_some(), "HTTP surface listening");
+        let state = std::sync::Arc::new(spicetap::http::HttpState {
+            sessions: sessions.clone(),
+            metrics: proxy.metrics(),
+            token,
+        });
+        tokio::spawn(spicetap::http::serve(listener, state, http_stopped));
+    }
     let mut ended = sessions.ended_sessions();
     let exit_after = args.exit_after_sessions;
     let stop = async move {
@@ -545,6 +577,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         }
     };
     proxy.run(stop).await.context("running the proxy")?;
+    let _ = http_stop.send(true);
 
     if args.result.is_none() && args.result_junit.is_none() && !args.strict {
         return Ok(());

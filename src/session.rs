@@ -32,6 +32,25 @@ pub struct Session {
     /// The session's tap and its consumers (capture, renderer), when
     /// capture is on and the writer started.
     pub tap: Option<SessionTap>,
+    /// Its capture folder, when recorded.
+    pub folder: Option<PathBuf>,
+    /// The client's address (of the first channel).
+    pub client: String,
+}
+
+/// A live session as `--http`'s API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveSession {
+    /// Session id.
+    pub session_id: u32,
+    /// When its first channel was accepted (RFC 3339, UTC).
+    pub start: String,
+    /// The client's address.
+    pub client_address: String,
+    /// Channels open now.
+    pub open_channels: usize,
+    /// The capture folder's name (the session's id in the API), if recorded.
+    pub folder: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +69,7 @@ pub struct Sessions {
     video: Option<crate::video::VideoConfig>,
     redact_paths: bool,
     video_cursor: bool,
+    metrics: Arc<crate::metrics::Metrics>,
     live: Mutex<HashMap<u32, Entry>>,
     /// Sessions with an id that have ended (`--exit-after-sessions`).
     ended: tokio::sync::watch::Sender<usize>,
@@ -72,6 +92,7 @@ impl Sessions {
             video: None,
             redact_paths: false,
             video_cursor: true,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             live: Mutex::new(HashMap::new()),
             ended: tokio::sync::watch::Sender::new(0),
             folders: Mutex::new(Vec::new()),
@@ -90,6 +111,12 @@ impl Sessions {
     /// Draws the mouse pointer over the video's frames (the default).
     pub fn with_video_cursor(mut self, cursor: bool) -> Self {
         self.video_cursor = cursor;
+        self
+    }
+
+    /// Counts sessions, renderer stops and video frames in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -115,6 +142,40 @@ impl Sessions {
         self.capture_dir.is_some()
     }
 
+    /// The live sessions with an id, newest first.
+    pub fn live(&self) -> Vec<LiveSession> {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<(OffsetDateTime, LiveSession)> = live
+            .values()
+            .filter_map(|e| {
+                let s = e.session.as_ref()?;
+                Some((
+                    s.started,
+                    LiveSession {
+                        session_id: s.id,
+                        start: rfc3339(s.started),
+                        client_address: s.client.clone(),
+                        open_channels: e.open_channels,
+                        folder: s.folder.as_ref().and_then(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()),
+                    },
+                ))
+            })
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.0));
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Bytes waiting in the live sessions' capture queues.
+    pub fn capture_queue_bytes(&self) -> u64 {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.values().filter_map(|e| e.session.as_ref()?.tap.as_ref()).map(|t| t.queued_bytes("capture") as u64).sum()
+    }
+
+    /// The capture folder, if recording.
+    pub fn capture_dir(&self) -> Option<&std::path::Path> {
+        self.capture_dir.as_deref()
+    }
+
     /// A fresh key for a channel connection.
     pub fn next_key(&self) -> ChannelKey {
         self.next_key.fetch_add(1, Ordering::Relaxed)
@@ -133,6 +194,7 @@ impl Sessions {
             return (s.clone(), false);
         }
         let session = Arc::new(self.start(id, client, started));
+        self.metrics.session_started();
         if id != 0 {
             live.insert(id, Entry { session: Some(session.clone()), open_channels: 1 });
         }
@@ -160,6 +222,7 @@ impl Sessions {
         };
         if ended {
             tracing::info!(session_id = session.id, "session ended");
+            self.metrics.session_ended();
             if session.id != 0 {
                 self.ended.send_modify(|n| *n += 1);
             }
@@ -215,7 +278,14 @@ impl Sessions {
                 )) as Box<dyn crate::render::live::FrameSink>),
                 _ => None,
             };
-            match crate::render::live::spawn(id, reports.clone(), frames, RENDER_QUEUE_BYTES, self.video_cursor) {
+            match crate::render::live::spawn(
+                id,
+                reports.clone(),
+                frames,
+                RENDER_QUEUE_BYTES,
+                self.video_cursor,
+                Some(self.metrics.clone()),
+            ) {
                 Ok((render, handle)) => {
                     self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
                     consumers.push(Arc::new(render));
@@ -243,7 +313,7 @@ impl Sessions {
             }
             SessionTap::new(reports, consumers)
         });
-        Session { id, started, tap }
+        Session { id, started, tap, folder: session_dir, client: client.to_string() }
     }
 
     /// Waits for every capture writer to finish its files. Call after all

@@ -120,6 +120,11 @@ pub trait Consumer: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
     /// Whether it follows channels of this type.
     fn wants(&self, channel_type: ChannelType) -> bool;
+
+    /// Bytes waiting in this consumer's queue (0 when it does not say).
+    fn queued_bytes(&self) -> usize {
+        0
+    }
     /// Takes an event without blocking. Control events are always taken.
     ///
     /// # Errors
@@ -155,6 +160,11 @@ pub struct SessionTap {
 }
 
 impl SessionTap {
+    /// Bytes waiting in the queues of the consumers named `name`.
+    pub fn queued_bytes(&self, name: &str) -> usize {
+        self.consumers.iter().filter(|c| c.name() == name).map(|c| c.queued_bytes()).sum()
+    }
+
     /// A tap handing events to `consumers` and reports to `reports`.
     pub fn new(reports: Arc<dyn Reports>, consumers: Vec<Arc<dyn Consumer>>) -> Self {
         Self { reports, consumers }

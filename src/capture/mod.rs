@@ -128,6 +128,10 @@ impl Consumer for CaptureSink {
         "capture"
     }
 
+    fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
     fn wants(&self, _channel_type: ChannelType) -> bool {
         true
     }

@@ -53,6 +53,8 @@ pub struct Shared {
     pub usb_disk: Option<Arc<crate::inject::usb_channel::UsbDiskConfig>>,
     /// The folder shared with every session's guest (`--share-dir`).
     pub share_dir: Option<Arc<ShareConfig>>,
+    /// The proxy's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Which channels must reach spicetap over TLS (`--require-client-tls`).
@@ -143,6 +145,14 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
         report.caps_removed_upstream.clone_from(&t.removed_caps);
         report.caps_differences.clone_from(&t.caps_differences);
         report.vm_caps = t.vm_caps.as_ref().map(|c| CapsReport::new(ct, c));
+        if t.denied.is_some() {
+            shared.metrics.token_login(false);
+        } else if t.target.is_some() {
+            shared.metrics.token_login(true);
+        }
+    }
+    if stage.upstream_tls.is_some() {
+        shared.metrics.tls_handshake("upstream", true);
     }
     if let Some(reply) = &stage.reply {
         report.server_caps = CapsReport::new(ct, &reply.caps);
@@ -180,15 +190,22 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     }
 
     let link_bytes = [stage.bytes(Direction::ClientToServer), stage.bytes(Direction::ServerToClient)];
+    let linked = matches!(end, LinkEnd::Linked { .. });
+    let channel_name = ct.name();
+    if linked {
+        shared.metrics.channel_linked(&channel_name, accepted.elapsed().unwrap_or_default());
+    }
     let (first, reason, error) = match end {
         LinkEnd::Refused(err) if stage.answered_by_proxy.is_some() => {
             tracing::info!(link_error = %err, "plain client on a channel that requires TLS; answered NEED_SECURED");
             report.link_error = Some(err.name().into_owned());
+            shared.metrics.link_error(&err.name());
             (Direction::ServerToClient, "link_failed", Some(format!("spicetap answered {err} (--require-client-tls)")))
         }
         LinkEnd::Refused(err) => {
             tracing::warn!(link_error = %err, "server refused the link; refusal forwarded to the client");
             report.link_error = Some(err.name().into_owned());
+            shared.metrics.link_error(&err.name());
             (Direction::ServerToClient, "link_failed", Some(format!("server answered {err}")))
         }
         LinkEnd::Failed(text) => {
@@ -304,6 +321,12 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     }
     let (target, c2s_bytes, s2c_bytes) =
         (report.target.clone(), report.client_to_server.bytes, report.server_to_client.bytes);
+    if linked {
+        let lost = capture
+            .as_ref()
+            .is_some_and(|c| c.lock().unwrap_or_else(PoisonError::into_inner).loss_of("capture").is_some());
+        shared.metrics.channel_closed(&channel_name, c2s_bytes, s2c_bytes, lost);
+    }
     let session = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(c) = &capture {
         let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);

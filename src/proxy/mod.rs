@@ -119,6 +119,7 @@ pub struct Proxy {
     listeners: Vec<(TcpListener, bool)>,
     config: ProxyConfig,
     sessions: Arc<Sessions>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Proxy {
@@ -143,6 +144,7 @@ impl Proxy {
             let l = TcpListener::bind(addr).await.map_err(|error| ProxyError::Bind { addr: *addr, error })?;
             listeners.push((l, tls));
         }
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let sessions = Arc::new(
             Sessions::new(
                 config.capture_dir.clone(),
@@ -152,9 +154,15 @@ impl Proxy {
             )
             .with_video(config.video.clone())
             .with_video_cursor(config.video_cursor)
-            .with_redact_paths(config.redact_paths),
+            .with_redact_paths(config.redact_paths)
+            .with_metrics(metrics.clone()),
         );
-        Ok(Self { listeners, config, sessions })
+        Ok(Self { listeners, config, sessions, metrics })
+    }
+
+    /// The proxy's metrics (`--http`'s `/metrics`).
+    pub fn metrics(&self) -> Arc<crate::metrics::Metrics> {
+        self.metrics.clone()
     }
 
     /// The session registry (ended sessions, session folders).
@@ -216,6 +224,7 @@ impl Proxy {
             shutdown: stop_rx,
             usb_disk: self.config.usb_disk.clone(),
             share_dir: self.config.share_dir.clone(),
+            metrics: self.metrics.clone(),
         });
         let limit = Arc::new(Semaphore::new(self.config.max_connections));
         let mut tasks = JoinSet::new();
@@ -239,9 +248,20 @@ impl Proxy {
                     let shared = shared.clone();
                     let acceptor = if tls { acceptor.clone() } else { None };
                     tasks.spawn(async move {
+                        let tls = acceptor.is_some();
                         match client_leg(stream, peer, acceptor).await {
-                            Ok((s, info)) => channel::serve(s, info, peer, shared).await,
-                            Err(e) => tracing::warn!(client = %peer, error = %e, "connection closed before the link stage"),
+                            Ok((s, info)) => {
+                                if tls {
+                                    shared.metrics.tls_handshake("client", true);
+                                }
+                                channel::serve(s, info, peer, shared).await
+                            }
+                            Err(e) => {
+                                if tls {
+                                    shared.metrics.tls_handshake("client", false);
+                                }
+                                tracing::warn!(client = %peer, error = %e, "connection closed before the link stage")
+                            }
                         }
                         drop(permit);
                     });

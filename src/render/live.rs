@@ -175,6 +175,7 @@ pub fn spawn(
     frames: Option<Box<dyn FrameSink>>,
     budget: usize,
     cursor: bool,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 ) -> std::io::Result<(RenderSink, JoinHandle<()>)> {
     let (tx, rx) = channel();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -191,6 +192,7 @@ pub fn spawn(
             scratch: None,
             started: Instant::now(),
             stopped: None,
+            metrics,
         };
         t.run(rx, &queued);
     })?;
@@ -234,6 +236,8 @@ struct RenderThread {
     /// The pointer's clock (monotonic).
     started: Instant,
     stopped: Option<String>,
+    /// Renderer stops and video frames are counted here.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl RenderThread {
@@ -307,13 +311,11 @@ impl RenderThread {
                 };
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "renderer stopped for this session");
-                    self.stopped = Some(e);
+                    self.stop(e);
                 }
             }
             Input::Close { key } => self.close(key),
-            Input::Stop { reason } => {
-                self.stopped = Some(reason);
-            }
+            Input::Stop { reason } => self.stop(reason),
             Input::End => {}
         }
     }
@@ -352,6 +354,10 @@ impl RenderThread {
         self.flush_frames_of(key);
         let Some(ch) = self.channels.remove(&key) else { return };
         let video = self.frames.as_mut().and_then(|f| f.close(ch.channel_id));
+        if let (Some(m), Some(v)) = (&self.metrics, &video) {
+            let n = |k: &str| v[k].as_u64().unwrap_or(0);
+            m.video_finished(n("frames_encoded"), n("frames_dropped"));
+        }
         let report = RenderReport { stats: ch.renderer.stats, stopped: self.stopped.clone(), video };
         match serde_json::to_value(&report) {
             Ok(v) => self.reports.consumer_report(key, "render", v),
@@ -361,6 +367,16 @@ impl RenderThread {
 }
 
 impl RenderThread {
+    /// The renderer stops for the session (counted once).
+    fn stop(&mut self, reason: String) {
+        if self.stopped.is_none()
+            && let Some(m) = &self.metrics
+        {
+            m.renderer_stopped();
+        }
+        self.stopped = Some(reason);
+    }
+
     /// Hands on a closing display's last change, whatever the interval.
     fn flush_frames_of(&mut self, key: ChannelKey) {
         let (Some(frames), Some(ch)) = (self.frames.as_deref_mut(), self.channels.get_mut(&key)) else { return };
@@ -472,7 +488,7 @@ mod tests {
     fn run(cursor: bool) -> Arc<Seen> {
         let seen = Arc::new(Seen::default());
         let reports: Arc<dyn Reports> = seen.clone();
-        let (sink, handle) = spawn(1, reports, Some(Box::new(Sink(seen.clone()))), 1 << 20, cursor).unwrap();
+        let (sink, handle) = spawn(1, reports, Some(Box::new(Sink(seen.clone()))), 1 << 20, cursor, None).unwrap();
         let now = SystemTime::now();
         let send = |key: ChannelKey, dir: Direction, bytes: Vec<u8>| {
             sink.offer(TapEvent::Data { key, dir, at: now, bytes: Bytes::from(bytes) }).unwrap();

@@ -446,7 +446,15 @@ fn sibling_pcaps(pcap: &Path, prefixes: &[&str]) -> Vec<PathBuf> {
 /// [`OfflineError::Png`].
 pub fn write_png(surface: &Surface, path: &Path) -> Result<(), OfflineError> {
     let file = std::fs::File::create(path).map_err(|e| OfflineError::Png(e.to_string()))?;
-    let mut enc = png::Encoder::new(BufWriter::new(file), surface.width, surface.height);
+    encode_png(surface, BufWriter::new(file))
+}
+
+/// Encodes the surface's RGB as an 8-bit PNG into `out`.
+///
+/// # Errors
+/// [`OfflineError::Png`].
+pub fn encode_png(surface: &Surface, out: impl std::io::Write) -> Result<(), OfflineError> {
+    let mut enc = png::Encoder::new(out, surface.width, surface.height);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     let mut w = enc.write_header().map_err(|e| OfflineError::Png(e.to_string()))?;

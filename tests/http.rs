@@ -1,0 +1,232 @@
+//! `spicetap proxy --http`: Prometheus metrics and the JSON API over a
+//! remote-viewer session of the Linux guest, read by a real Prometheus
+//! text parser (Python's `prometheus_client`, Debian's
+//! python3-prometheus-client), with the recording's files served with
+//! ranges, and the bearer token and path confinement enforced.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+/// One HTTP/1.1 response: status, headers (lower-case names), body.
+struct Reply {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+/// `GET path` (or another method) on 127.0.0.1:`port` with `headers`.
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect::<BTreeMap<_, _>>();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.get("transfer-encoding").is_some_and(|t| t == "chunked") {
+        body = dechunk(&body);
+    }
+    Reply { status, headers, body }
+}
+
+fn get(port: u16, path: &str) -> Reply {
+    request(port, "GET", path, &[])
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let nl = b.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..nl]).trim(), 16).unwrap();
+        b = &b[nl + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+/// The samples of a Prometheus text exposition, parsed by
+/// `prometheus_client`'s OpenMetrics parser: `name{labels}` -> value.
+fn parse_metrics(text: &[u8]) -> BTreeMap<String, f64> {
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join('%s="%s"' % kv for kv in sorted(s.labels.items()))
+        print("%s{%s} %r" % (s.name, labels, s.value))
+"#;
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "prometheus_client refused the exposition: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn metrics_and_api_of_a_remote_viewer_session() {
+    let dir = Scratch::new("http");
+    let qemu = Qemu::linux(&dir.path, "", "spicetap.mode=text");
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--http", &addr]);
+    let x = Xvfb::start();
+    let mut viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
+    std::thread::sleep(Duration::from_secs(4));
+
+    // Live: the session is listed with its channels open.
+    let r = get(http, "/api/sessions");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/json");
+    let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let live = &list["sessions"][0];
+    assert_eq!(live["live"], true, "{list}");
+    assert!(live["open_channels"].as_u64().unwrap() >= 4, "{live}");
+    let id = live["id"].as_str().unwrap().to_string();
+    let m = parse_metrics(&get(http, "/metrics").body);
+    assert_eq!(m["spicetap_sessions_open{}"], 1.0, "{m:?}");
+    assert!(m["spicetap_channel_connections_open{channel=\"display\"}"] >= 1.0, "{m:?}");
+
+    viewer.terminate(Duration::from_secs(10));
+    wait_until("the session to end", Duration::from_secs(20), || {
+        parse_metrics(&get(http, "/metrics").body).get("spicetap_sessions_open{}") == Some(&0.0)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    // After: the byte counters equal session.json's, channel type by type.
+    let session = tap.sessions().pop().unwrap();
+    let json = session_json(&session);
+    let m = parse_metrics(&get(http, "/metrics").body);
+    eprintln!("{m:#?}");
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for c in channels(&json) {
+        let t = c["type"].as_str().unwrap();
+        for (d, field) in [("c2s", "client_to_server"), ("s2c", "server_to_client")] {
+            *expected.entry(format!("channel=\"{t}\",direction=\"{d}\"")).or_default() +=
+                c[field]["bytes"].as_u64().unwrap();
+        }
+    }
+    for (labels, bytes) in &expected {
+        let got = m.get(&format!("spicetap_forwarded_bytes_total{{{labels}}}")).copied();
+        assert_eq!(got, Some(*bytes as f64), "{labels}");
+    }
+    assert_eq!(m["spicetap_sessions_total{}"], 1.0);
+    assert!(m["spicetap_link_stage_duration_seconds_count{}"] >= 4.0, "{m:?}");
+
+    // Recorded: listed, one session's view, files with ranges.
+    let list: serde_json::Value = serde_json::from_slice(&get(http, "/api/sessions").body).unwrap();
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["sessions"][0]["live"], false);
+    let one: serde_json::Value = serde_json::from_slice(&get(http, &format!("/api/sessions/{id}")).body).unwrap();
+    assert_eq!(one["session"], json, "the session's view holds its session.json");
+    let mp4 = std::fs::read(session.join("display-0.mp4")).unwrap();
+    let r = get(http, &format!("/api/sessions/{id}/files/display-0.mp4"));
+    assert_eq!((r.status, r.headers["content-type"].as_str()), (200, "video/mp4"));
+    assert_eq!(r.body, mp4);
+    let r = request(http, "GET", &format!("/api/sessions/{id}/files/display-0.mp4"), &[("Range", "bytes=100-299")]);
+    assert_eq!(r.status, 206);
+    assert_eq!(r.headers["content-range"], format!("bytes 100-299/{}", mp4.len()));
+    assert_eq!(r.body, mp4[100..300]);
+    let r = request(http, "GET", &format!("/api/sessions/{id}/files/display-0.mp4"), &[("Range", "bytes=-10")]);
+    assert_eq!(r.body, mp4[mp4.len() - 10..]);
+    let r = request(http, "GET", &format!("/api/sessions/{id}/files/display-0.mp4"), &[("Range", "bytes=999999999-")]);
+    assert_eq!(r.status, 416);
+    let r = get(http, &format!("/api/sessions/{id}/files/display-0.pcap"));
+    assert_eq!(r.headers["content-type"], "application/vnd.tcpdump.pcap");
+    assert_eq!(r.body, std::fs::read(session.join("display-0.pcap")).unwrap());
+
+    // The recording's final picture equals spicy-screenshot's of the same
+    // still screen.
+    let shot = dir.path.join("direct.ppm");
+    spicy_screenshot(qemu.port, &shot);
+    let (w, h, expected) = read_ppm(&shot);
+    let r = get(http, &format!("/api/sessions/{id}/displays/0/screenshot.png"));
+    assert_eq!((r.status, r.headers["content-type"].as_str()), (200, "image/png"));
+    let png = dir.path.join("api.png");
+    std::fs::write(&png, &r.body).unwrap();
+    let (pw, ph, rgb) = read_png(&png);
+    assert_eq!((pw as usize, ph as usize), (w, h));
+    assert!(rgb == expected, "the screenshot differs from spicy-screenshot's");
+
+    // Confinement: nothing outside the session folder, in any spelling.
+    for path in [
+        format!("/api/sessions/{id}/files/../../../../etc/passwd"),
+        format!("/api/sessions/{id}/files/..%2f..%2f..%2fetc%2fpasswd"),
+        format!("/api/sessions/{id}/files/%2e%2e%2fsession.json"),
+        "/api/sessions/../../etc/files/passwd".to_string(),
+        "/api/sessions/%2e%2e/files/passwd".to_string(),
+        format!("/api/sessions/{id}/files/"),
+        "/etc/passwd".to_string(),
+    ] {
+        let r = get(http, &path);
+        assert_eq!(r.status, 404, "{path}");
+        assert!(!String::from_utf8_lossy(&r.body).contains("root:"), "{path}");
+    }
+    assert_eq!(request(http, "DELETE", &format!("/api/sessions/{id}"), &[]).status, 405);
+    tap.stop();
+    let _ = Path::new(&session);
+}
+
+#[test]
+fn the_bearer_token_is_required() {
+    let dir = Scratch::new("http-token");
+    let token_file = dir.path.join("token");
+    std::fs::write(&token_file, "s3cret-token-for-tests\n").unwrap();
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let mut tap = Spicetap::start(
+        &dir.path,
+        "127.0.0.1:9",
+        true,
+        &["--http", &addr, "--http-token", token_file.to_str().unwrap()],
+    );
+    wait_until("the HTTP surface", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", http)).is_ok());
+    for headers in [vec![], vec![("Authorization", "Bearer wrong")], vec![("Authorization", "s3cret-token-for-tests")]]
+    {
+        for path in ["/metrics", "/api/sessions", "/api/sessions/x/files/session.json", "/nothing"] {
+            let r = request(http, "GET", path, &headers);
+            assert_eq!(r.status, 401, "{path} {headers:?}");
+            assert!(!String::from_utf8_lossy(&r.body).contains("spicetap_"), "nothing else");
+        }
+    }
+    let ok = [("Authorization", "Bearer s3cret-token-for-tests")];
+    let r = request(http, "GET", "/metrics", &ok);
+    assert_eq!(r.status, 200);
+    assert!(!String::from_utf8_lossy(&r.body).contains("s3cret"), "the token is never echoed");
+    parse_metrics(&r.body);
+    assert_eq!(request(http, "GET", "/api/sessions", &ok).status, 200);
+    tap.stop();
+}
