@@ -47,6 +47,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of a file read per body frame.
 pub const CHUNK: usize = 64 * 1024;
+/// How long a live screenshot may wait for the render thread.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Sessions per page of `/api/sessions` at most.
 const MAX_PER_PAGE: usize = 500;
 
@@ -415,7 +417,8 @@ async fn send_file(file: &Path, range: Option<&HeaderValue>) -> Response<Body> {
     r
 }
 
-/// A recording's display `n` as PNG: its final picture, or at `?at=`
+/// Display `n` as PNG: for a live session what its renderer shows now
+/// (pointer included); for a recording its final picture, or at `?at=`
 /// seconds since its first message.
 async fn screenshot(state: &HttpState, id: &str, n: &str, query: &str) -> Response<Body> {
     let (Some(dir), Ok(display)) = (session_dir(state, id), n.parse::<u8>()) else {
@@ -426,6 +429,24 @@ async fn screenshot(state: &HttpState, id: &str, n: &str, query: &str) -> Respon
         Some(Ok(t)) if t.is_finite() && t >= 0.0 => crate::render::offline::Until::Time(Duration::from_secs_f64(t)),
         Some(_) => return status(StatusCode::BAD_REQUEST),
     };
+    // A live session: what its renderer shows now.
+    if until == crate::render::offline::Until::End
+        && let Some(render) = state.sessions.live_render(id)
+    {
+        return match tokio::time::timeout(SNAPSHOT_TIMEOUT, render.snapshot(display)).await {
+            Ok(Ok(Some(surface))) => match tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                crate::render::offline::encode_png(&surface, &mut out).map(|()| out)
+            })
+            .await
+            {
+                Ok(Ok(png)) => full(StatusCode::OK, "image/png", png),
+                _ => status(StatusCode::INTERNAL_SERVER_ERROR),
+            },
+            Ok(_) => status(StatusCode::NOT_FOUND),
+            Err(_) => status(StatusCode::SERVICE_UNAVAILABLE),
+        };
+    }
     let pcap = dir.join(format!("display-{display}.pcap"));
     if !pcap.is_file() {
         return status(StatusCode::NOT_FOUND);

@@ -34,6 +34,8 @@ pub struct Session {
     pub tap: Option<SessionTap>,
     /// Its capture folder, when recorded.
     pub folder: Option<PathBuf>,
+    /// Its render thread, when rendered.
+    pub render: Option<crate::render::live::RenderSink>,
     /// The client's address (of the first channel).
     pub client: String,
 }
@@ -165,6 +167,16 @@ impl Sessions {
         out.into_iter().map(|(_, s)| s).collect()
     }
 
+    /// The render thread of the live session recorded in folder `folder`
+    /// (its name).
+    pub fn live_render(&self, folder: &str) -> Option<crate::render::live::RenderSink> {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        live.values().filter_map(|e| e.session.as_ref()).find_map(|s| {
+            let name = s.folder.as_ref()?.file_name()?;
+            (name == folder).then(|| s.render.clone()).flatten()
+        })
+    }
+
     /// Bytes waiting in the live sessions' capture queues.
     pub fn capture_queue_bytes(&self) -> u64 {
         let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -267,6 +279,7 @@ impl Sessions {
                 }
             }
         });
+        let mut render = None;
         let tap = capture.map(|sink| {
             let reports: Arc<dyn Reports> = Arc::new(sink.clone());
             let mut consumers: Vec<Arc<dyn Consumer>> = vec![Arc::new(sink)];
@@ -286,9 +299,10 @@ impl Sessions {
                 self.video_cursor,
                 Some(self.metrics.clone()),
             ) {
-                Ok((render, handle)) => {
+                Ok((sink, handle)) => {
                     self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
-                    consumers.push(Arc::new(render));
+                    render = Some(sink.clone());
+                    consumers.push(Arc::new(sink));
                 }
                 Err(e) => {
                     tracing::error!(session_id = id, error = %e, "cannot start the renderer; session not rendered");
@@ -313,7 +327,7 @@ impl Sessions {
             }
             SessionTap::new(reports, consumers)
         });
-        Session { id, started, tap, folder: session_dir, client: client.to_string() }
+        Session { id, started, tap, folder: session_dir, client: client.to_string(), render }
     }
 
     /// Waits for every capture writer to finish its files. Call after all

@@ -119,6 +119,12 @@ fn metrics_and_api_of_a_remote_viewer_session() {
     let m = parse_metrics(&get(http, "/metrics").body);
     assert_eq!(m["spicetap_sessions_open{}"], 1.0, "{m:?}");
     assert!(m["spicetap_channel_connections_open{channel=\"display\"}"] >= 1.0, "{m:?}");
+    // What the renderer shows now.
+    let r = get(http, &format!("/api/sessions/{id}/displays/0/screenshot.png"));
+    assert_eq!((r.status, r.headers["content-type"].as_str()), (200, "image/png"));
+    let live_png = dir.path.join("live.png");
+    std::fs::write(&live_png, &r.body).unwrap();
+    assert_eq!(get(http, &format!("/api/sessions/{id}/displays/7/screenshot.png")).status, 404);
 
     viewer.terminate(Duration::from_secs(10));
     wait_until("the session to end", Duration::from_secs(20), || {
@@ -168,8 +174,8 @@ fn metrics_and_api_of_a_remote_viewer_session() {
     assert_eq!(r.headers["content-type"], "application/vnd.tcpdump.pcap");
     assert_eq!(r.body, std::fs::read(session.join("display-0.pcap")).unwrap());
 
-    // The recording's final picture equals spicy-screenshot's of the same
-    // still screen.
+    // The live screenshot and the recording's final picture equal
+    // spicy-screenshot's of the same still screen, in every pixel.
     let shot = dir.path.join("direct.ppm");
     spicy_screenshot(qemu.port, &shot);
     let (w, h, expected) = read_ppm(&shot);
@@ -177,9 +183,12 @@ fn metrics_and_api_of_a_remote_viewer_session() {
     assert_eq!((r.status, r.headers["content-type"].as_str()), (200, "image/png"));
     let png = dir.path.join("api.png");
     std::fs::write(&png, &r.body).unwrap();
-    let (pw, ph, rgb) = read_png(&png);
-    assert_eq!((pw as usize, ph as usize), (w, h));
-    assert!(rgb == expected, "the screenshot differs from spicy-screenshot's");
+    for (what, file) in [("live", &live_png), ("recorded", &png)] {
+        let (pw, ph, rgb) = read_png(file);
+        assert_eq!((pw as usize, ph as usize), (w, h), "{what}");
+        let differ = rgb.chunks(3).zip(expected.chunks(3)).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "{what} screenshot: {differ} pixels differ from spicy-screenshot's");
+    }
 
     // Confinement: nothing outside the session folder, in any spelling.
     for path in [

@@ -67,11 +67,33 @@ pub struct RenderReport {
 /// Input of the render thread.
 #[derive(Debug)]
 enum Input {
-    Open { key: ChannelKey, channel_type: ChannelType, channel_id: u8 },
-    Link { key: ChannelKey, kind: Option<HeaderKind> },
-    Data { key: ChannelKey, dir: Direction, at: SystemTime, bytes: Bytes },
-    Close { key: ChannelKey },
-    Stop { reason: String },
+    Open {
+        key: ChannelKey,
+        channel_type: ChannelType,
+        channel_id: u8,
+    },
+    Link {
+        key: ChannelKey,
+        kind: Option<HeaderKind>,
+    },
+    Data {
+        key: ChannelKey,
+        dir: Direction,
+        at: SystemTime,
+        bytes: Bytes,
+    },
+    Close {
+        key: ChannelKey,
+    },
+    Stop {
+        reason: String,
+    },
+    /// The primary surface of display `display` now (pointer drawn over
+    /// it when the video shows it), or `None` without one.
+    Snapshot {
+        display: u8,
+        reply: tokio::sync::oneshot::Sender<Option<Surface>>,
+    },
     End,
 }
 
@@ -129,6 +151,16 @@ impl RenderSink {
     /// A channel closed.
     fn close(&self, key: ChannelKey) {
         self.control(Input::Close { key });
+    }
+
+    /// Asks for display `display`'s picture now: its primary surface, with
+    /// the pointer drawn over it when the video shows it. The answer comes
+    /// once the render thread has handled what is queued before; `None`
+    /// without such a display (or once the thread is gone).
+    pub fn snapshot(&self, display: u8) -> tokio::sync::oneshot::Receiver<Option<Surface>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.control(Input::Snapshot { display, reply });
+        rx
     }
 }
 
@@ -316,6 +348,17 @@ impl RenderThread {
             }
             Input::Close { key } => self.close(key),
             Input::Stop { reason } => self.stop(reason),
+            Input::Snapshot { display, reply } => {
+                let surface =
+                    self.channels.values().find(|c| c.channel_id == display).and_then(|c| c.renderer.primary()).map(
+                        |s| {
+                            let pointer = if self.cursor { Some(&self.pointer) } else { None };
+                            let mut scratch = None;
+                            with_pointer(s, pointer, display, &mut scratch).clone()
+                        },
+                    );
+                let _ = reply.send(surface);
+            }
             Input::End => {}
         }
     }
