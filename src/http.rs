@@ -3,8 +3,10 @@
 //! `--capture`, on its own task, never on the forwarding path.
 //!
 //! ```text
+//! GET /                                                the page (src/http/ui: HTML, CSS, JS)
 //! GET /metrics                                         Prometheus text (crate::metrics)
-//! GET /api/sessions?page=N&per_page=M                  live sessions, then recorded ones, newest first
+//! GET /api/sessions?page=N&per_page=M                  live sessions (channels, bytes so far), then
+//!                                                      recorded ones (from session.json), newest first
 //! GET /api/sessions/{id}                               one: live state, or its session.json
 //! GET /api/sessions/{id}/files/{name}                  a pcap, session.json or video; Range requests
 //! GET /api/sessions/{id}/displays/{n}/screenshot.png   a recording's final picture (?at=SECONDS)
@@ -12,8 +14,9 @@
 //!
 //! `{id}` is the session's folder name (`20261206T034040.639Z-4242`).
 //! Read-only: only GET and HEAD. With `--http-token FILE` every request
-//! needs `Authorization: Bearer <token>` (compared in constant time); a
-//! request without it gets 401 and nothing else. Paths are confined to
+//! but the page's own files (which hold no data) needs `Authorization:
+//! Bearer <token>` (compared in constant time); a request without it gets
+//! 401 and nothing else. Paths are confined to
 //! the capture folder: `{id}` and `{name}` are single path components that
 //! exist there (no `..`, no separators, no hidden files), checked again
 //! after resolving symbolic links. Bounds: at most [`MAX_CONNECTIONS`]
@@ -149,7 +152,27 @@ fn authorised(state: &HttpState, req: &Request<Incoming>) -> bool {
     given.ct_eq(token).into()
 }
 
+/// The page's files (`src/http/ui`), served as they are: plain HTML, CSS
+/// and JS, no build step, no external resource.
+const UI: [(&str, &str, &str); 3] = [
+    ("/", "text/html; charset=utf-8", include_str!("http/ui/index.html")),
+    ("/ui/app.css", "text/css; charset=utf-8", include_str!("http/ui/app.css")),
+    ("/ui/app.js", "text/javascript; charset=utf-8", include_str!("http/ui/app.js")),
+];
+
 async fn handle(state: &HttpState, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    // The page itself holds no data (it asks the API, with the token): a
+    // browser must be able to load it to be asked for the token.
+    if let Some((_, content_type, text)) = UI.iter().find(|(p, _, _)| *p == req.uri().path())
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+    {
+        let mut r = full(StatusCode::OK, content_type, *text);
+        r.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'self'; img-src 'self' blob:; media-src 'self' blob:"),
+        );
+        return r;
+    }
     if !authorised(state, &req) {
         let mut r = status(StatusCode::UNAUTHORIZED);
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -301,6 +324,7 @@ fn list_sessions(state: &HttpState, query: &str) -> serde_json::Value {
             v["start"] = s.start.clone().into();
             v["client_address"] = s.client_address.clone().into();
             v["open_channels"] = s.open_channels.into();
+            v["channels"] = serde_json::to_value(&s.channels).unwrap_or_default();
             v
         })
         .collect();
@@ -320,6 +344,7 @@ fn session(state: &HttpState, id: &str) -> Option<serde_json::Value> {
     let mut v = summary(id, &dir, live.is_some());
     if let Some(s) = live {
         v["open_channels"] = s.open_channels.into();
+        v["channels"] = serde_json::to_value(&s.channels).unwrap_or_default();
     }
     v["session"] = session_json(&dir).unwrap_or_default();
     Some(v)

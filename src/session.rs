@@ -36,8 +36,38 @@ pub struct Session {
     pub folder: Option<PathBuf>,
     /// Its render thread, when rendered.
     pub render: Option<crate::render::live::RenderSink>,
+    /// Its channels open now, with their byte counters.
+    pub channels: Mutex<Vec<Arc<LiveChannel>>>,
     /// The client's address (of the first channel).
     pub client: String,
+}
+
+/// A channel of a live session, with the bytes it forwarded so far.
+#[derive(Debug)]
+pub struct LiveChannel {
+    /// Its connection.
+    pub key: ChannelKey,
+    /// Channel type.
+    pub channel_type: crate::protocol::ChannelType,
+    /// Channel id.
+    pub channel_id: u8,
+    /// Bytes forwarded client to server and server to client after the
+    /// link stage.
+    pub bytes: [Arc<AtomicU64>; 2],
+}
+
+/// A live channel as `--http`'s API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveChannelView {
+    /// `display`, ...
+    #[serde(rename = "type")]
+    pub channel_type: String,
+    /// Channel id.
+    pub channel_id: u8,
+    /// Bytes so far, client to server.
+    pub bytes_c2s: u64,
+    /// Bytes so far, server to client.
+    pub bytes_s2c: u64,
 }
 
 /// A live session as `--http`'s API lists it.
@@ -53,6 +83,8 @@ pub struct LiveSession {
     pub open_channels: usize,
     /// The capture folder's name (the session's id in the API), if recorded.
     pub folder: Option<String>,
+    /// Its open channels with their bytes so far.
+    pub channels: Vec<LiveChannelView>,
 }
 
 #[derive(Debug, Default)]
@@ -159,6 +191,18 @@ impl Sessions {
                         client_address: s.client.clone(),
                         open_channels: e.open_channels,
                         folder: s.folder.as_ref().and_then(|f| f.file_name()).map(|n| n.to_string_lossy().into_owned()),
+                        channels: s
+                            .channels
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .iter()
+                            .map(|c| LiveChannelView {
+                                channel_type: c.channel_type.name().into_owned(),
+                                channel_id: c.channel_id,
+                                bytes_c2s: c.bytes[0].load(Ordering::Relaxed),
+                                bytes_s2c: c.bytes[1].load(Ordering::Relaxed),
+                            })
+                            .collect(),
                     },
                 ))
             })
@@ -327,7 +371,15 @@ impl Sessions {
             }
             SessionTap::new(reports, consumers)
         });
-        Session { id, started, tap, folder: session_dir, client: client.to_string(), render }
+        Session {
+            id,
+            started,
+            tap,
+            folder: session_dir,
+            client: client.to_string(),
+            render,
+            channels: Mutex::new(Vec::new()),
+        }
     }
 
     /// Waits for every capture writer to finish its files. Call after all

@@ -2,7 +2,8 @@
 //! remote-viewer session of the Linux guest, read by a real Prometheus
 //! text parser (Python's `prometheus_client`, Debian's
 //! python3-prometheus-client), with the recording's files served with
-//! ranges, and the bearer token and path confinement enforced.
+//! ranges, and the bearer token and path confinement enforced; and the
+//! page, in Debian's Chromium driven by chromedriver.
 
 mod support;
 
@@ -13,6 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::webdriver::Browser;
 use support::*;
 
 /// One HTTP/1.1 response: status, headers (lower-case names), body.
@@ -115,6 +117,9 @@ fn metrics_and_api_of_a_remote_viewer_session() {
     let live = &list["sessions"][0];
     assert_eq!(live["live"], true, "{list}");
     assert!(live["open_channels"].as_u64().unwrap() >= 4, "{live}");
+    let display = live["channels"].as_array().unwrap().iter().find(|c| c["type"] == "display").cloned();
+    let display = display.unwrap_or_else(|| panic!("a live display channel: {live}"));
+    assert!(display["bytes_s2c"].as_u64().unwrap() > 1000, "bytes so far: {display}");
     let id = live["id"].as_str().unwrap().to_string();
     let m = parse_metrics(&get(http, "/metrics").body);
     assert_eq!(m["spicetap_sessions_open{}"], 1.0, "{m:?}");
@@ -237,5 +242,90 @@ fn the_bearer_token_is_required() {
     assert!(!String::from_utf8_lossy(&r.body).contains("s3cret"), "the token is never echoed");
     parse_metrics(&r.body);
     assert_eq!(request(http, "GET", "/api/sessions", &ok).status, 200);
+    tap.stop();
+}
+
+/// Where page screenshots go (kept after the run).
+fn artifact(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts").join(name)
+}
+
+/// The page in Chromium (headless, chromedriver): the live session is
+/// listed with a thumbnail that loads; once recorded, its page plays the
+/// display's video (duration as recorded, time advancing, seeking to the
+/// middle); readable at 1280x800 and in a narrow window.
+#[test]
+fn the_page_lists_the_session_and_plays_its_video_in_chromium() {
+    let dir = Scratch::new("http-page");
+    let qemu = Qemu::linux(&dir.path, "", "spicetap.mode=text");
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--http", &addr]);
+    let x = Xvfb::start();
+    let mut viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
+    let browser = Browser::start(1280, 800);
+    browser.goto(&format!("http://127.0.0.1:{http}/"));
+    let limit = Duration::from_secs(30);
+    browser.wait_for("the live session listed", "return !!document.querySelector('tr[data-live=\"true\"]')", limit);
+    browser.wait_for(
+        "its thumbnail",
+        "const i = document.querySelector('img[data-thumb]'); return !!i && i.complete && i.naturalWidth > 0",
+        limit,
+    );
+    browser.screenshot(&artifact("sessions-live.png"));
+    let id = browser.run("return document.querySelector('tr[data-live=\"true\"]').dataset.id", serde_json::json!([]));
+    let id = id.as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_secs(3));
+    viewer.terminate(Duration::from_secs(10));
+    browser.wait_for("the session recorded", "return !!document.querySelector('tr[data-live=\"false\"]')", limit);
+
+    browser.goto(&format!("http://127.0.0.1:{http}/#/session/{id}"));
+    browser.wait_for("the session page", "return !!document.querySelector('video')", limit);
+    let played = browser.run_async(
+        r#"
+const done = arguments[arguments.length - 1];
+const v = document.querySelector('video');
+const go = () => {
+  const duration = v.duration, t0 = v.currentTime;
+  v.play().then(() => setTimeout(() => {
+    const t1 = v.currentTime;
+    v.pause();
+    v.addEventListener('seeked', () => done({ duration, t0, t1, mid: v.currentTime }), { once: true });
+    v.currentTime = duration / 2;
+  }, 1500)).catch((e) => done({ error: String(e) }));
+};
+if (v.readyState >= 1) go(); else v.addEventListener('loadedmetadata', go, { once: true });
+v.addEventListener('error', () => done({ error: 'media error ' + (v.error && v.error.code) }));
+"#,
+        serde_json::json!([]),
+    );
+    eprintln!("video: {played}");
+    assert!(played["error"].is_null(), "{played}");
+    let session = tap.sessions().pop().unwrap();
+    let json = session_json(&session);
+    let display = channels(&json).into_iter().find(|c| c["type"] == "display").unwrap();
+    let recorded = display["render"]["video"]["duration_s"].as_f64().unwrap();
+    let duration = played["duration"].as_f64().unwrap();
+    assert!((duration - recorded).abs() < 0.1, "the video lasts {duration} s, recorded {recorded} s");
+    assert!(played["t1"].as_f64().unwrap() > played["t0"].as_f64().unwrap(), "time advances: {played}");
+    assert!((played["mid"].as_f64().unwrap() - duration / 2.0).abs() < 0.5, "seeking to the middle: {played}");
+    browser.wait_for(
+        "the screenshot",
+        "const i = document.querySelector('img[data-shot]'); return !!i && i.complete && i.naturalWidth > 0",
+        limit,
+    );
+    let links = browser.run(
+        "return [...document.querySelectorAll('a[href]')].filter(a => a.tabIndex >= 0).length",
+        serde_json::json!([]),
+    );
+    assert!(links.as_u64().unwrap() >= 4, "keyboard-reachable links: {links}");
+    browser.screenshot(&artifact("session-page.png"));
+    // A narrow window: nothing wider than it but the tables' own scroll.
+    browser.resize(480, 800);
+    let overflow =
+        browser.run("return document.documentElement.scrollWidth - window.innerWidth", serde_json::json!([]));
+    assert!(overflow.as_i64().unwrap() <= 1, "the page is wider than a narrow window by {overflow} px");
+    browser.screenshot(&artifact("session-page-narrow.png"));
+    drop(browser);
     tap.stop();
 }

@@ -10,6 +10,7 @@
 //! `session.json`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -29,7 +30,7 @@ use crate::inject::usb_channel::UsbDiskConfig;
 use crate::link::HeaderKind;
 use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_AUTH_SPICE};
 use crate::report::{CapsReport, ChannelReport, DirectionReport, EndReport, rfc3339};
-use crate::session::{Session, Sessions};
+use crate::session::{LiveChannel, Session, Sessions};
 use crate::tap::ChannelTap;
 use crate::tls::TlsInfo;
 
@@ -171,7 +172,14 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
         Arc::new(Mutex::new(c))
     });
     let slot: SessionSlot = Arc::new(Mutex::new(None));
+    let live = Arc::new(LiveChannel {
+        key,
+        channel_type: ct,
+        channel_id: stage.mess.channel_id,
+        bytes: [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))],
+    });
     let binder = Binder {
+        live: live.clone(),
         sessions: shared.sessions.clone(),
         capture: capture.clone(),
         slot: slot.clone(),
@@ -228,9 +236,11 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
             });
             let debug = shared.debug_channels.contains(&ct);
             let mut c2s =
-                Observer::new(ct, Direction::ClientToServer, framing.map(Framer::new), capture.clone(), None, debug);
+                Observer::new(ct, Direction::ClientToServer, framing.map(Framer::new), capture.clone(), None, debug)
+                    .with_live(live.bytes[0].clone());
             let mut s2c =
-                Observer::new(ct, Direction::ServerToClient, framing.map(Framer::new), capture.clone(), hook, debug);
+                Observer::new(ct, Direction::ServerToClient, framing.map(Framer::new), capture.clone(), hook, debug)
+                    .with_live(live.bytes[1].clone());
             // Token mode: the client must never learn a VM's address.
             let mut filter = (token.is_some() && ct == ChannelType::MAIN)
                 .then(|| framing.map(|k| MessageFilter::new(k, is_main_migrate)))
@@ -339,6 +349,7 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
         }
     }
     if let Some(s) = session {
+        s.channels.lock().unwrap_or_else(PoisonError::into_inner).retain(|c| c.key != key);
         let ended = shared.sessions.leave(&s);
         if let Some(audit) = shared.tokens.as_ref().and_then(|t| t.audit.as_ref()) {
             let base = AuditEvent {
@@ -591,6 +602,8 @@ async fn relay_both(
 /// Puts a channel into its session once the session id is known.
 #[derive(Clone)]
 struct Binder {
+    /// The channel's byte counters, listed in its session.
+    live: Arc<LiveChannel>,
     sessions: Arc<Sessions>,
     capture: Option<Arc<Mutex<ChannelTap>>>,
     slot: SessionSlot,
@@ -624,6 +637,7 @@ impl Binder {
             c.lock().unwrap_or_else(PoisonError::into_inner).attach(tap, self.channel_id, self.accepted);
         }
         tracing::debug!(session_id = id, "channel joined session");
+        session.channels.lock().unwrap_or_else(PoisonError::into_inner).push(self.live.clone());
         *slot = Some(session);
     }
 }

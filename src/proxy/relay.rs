@@ -43,6 +43,8 @@ pub struct Observer {
     capture: Option<Arc<Mutex<ChannelTap>>>,
     main_init: Option<MainInitSniffer>,
     debug: bool,
+    /// Bytes so far, for `--http` (one relaxed add per chunk).
+    live: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Observer {
@@ -59,7 +61,24 @@ impl Observer {
         debug: bool,
     ) -> Self {
         let main_init = on_session_id.map(|hook| MainInitSniffer { hook: Some(hook), body: None });
-        Self { channel_type, dir, framer: framing, bytes: 0, counts: HashMap::new(), capture, main_init, debug }
+        Self {
+            channel_type,
+            dir,
+            framer: framing,
+            bytes: 0,
+            counts: HashMap::new(),
+            capture,
+            main_init,
+            debug,
+            live: None,
+        }
+    }
+
+    /// Also counts the bytes forwarded in `live`, readable while the
+    /// channel runs.
+    pub fn with_live(mut self, live: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        self.live = Some(live);
+        self
     }
 
     /// Looks at one chunk before it is forwarded.
@@ -69,6 +88,9 @@ impl Observer {
     /// must be closed.
     pub fn observe(&mut self, chunk: &Bytes, at: SystemTime) -> Result<(), FramingError> {
         self.bytes += chunk.len() as u64;
+        if let Some(live) = &self.live {
+            live.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(capture) = &self.capture {
             capture.lock().unwrap_or_else(PoisonError::into_inner).data(self.dir, at, chunk.clone());
         }

@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod fake_server;
+pub mod webdriver;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
