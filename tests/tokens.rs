@@ -64,7 +64,10 @@ fn tokens_reach_their_vm_and_nothing_else() {
         ),
     );
     let audit = dir.path.join("audit.jsonl");
-    let mut tap = token_proxy(&dir.path, true, &targets, &["--audit-log", audit.to_str().unwrap()]);
+    let http = free_port();
+    let http_addr = format!("127.0.0.1:{http}");
+    let mut tap =
+        token_proxy(&dir.path, true, &targets, &["--audit-log", audit.to_str().unwrap(), "--http", &http_addr]);
 
     // The right token shows the VM's screen, as its own password does directly.
     same_screen(
@@ -111,6 +114,31 @@ fn tokens_reach_their_vm_and_nothing_else() {
     });
     viewer.terminate(Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
+
+    // Every response of the HTTP surface, head and body: no secret.
+    let mut paths = vec!["/".to_string(), "/ui/app.js".into(), "/metrics".into(), "/api/sessions".into()];
+    let list: serde_json::Value = serde_json::from_slice(&get(http, "/api/sessions?per_page=500").body).unwrap();
+    for s in list["sessions"].as_array().unwrap() {
+        let Some(id) = s["id"].as_str() else { continue };
+        paths.push(format!("/api/sessions/{id}"));
+        for f in s["files"].as_array().unwrap() {
+            paths.push(format!("/api/sessions/{id}/files/{}", f.as_str().unwrap()));
+        }
+        paths.push(format!("/api/sessions/{id}/displays/0/screenshot.png"));
+    }
+    assert!(paths.len() > 10, "{paths:?}");
+    for path in &paths {
+        let r = get(http, path);
+        let mut all: Vec<u8> = r.headers.iter().flat_map(|(k, v)| format!("{k}: {v}\n").into_bytes()).collect();
+        all.extend_from_slice(&r.body);
+        for secret in [VM_PASSWORD, TOKEN, OLD_TOKEN] {
+            let hit = all.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!hit, "{secret:?} in the response to {path}");
+        }
+    }
+    let metrics = String::from_utf8(get(http, "/metrics").body).unwrap();
+    assert!(metrics.contains("spicetap_token_logins_total{result=\"denied\"} 4"), "{metrics}");
+    assert!(metrics.contains("spicetap_token_logins_total{result=\"allowed\"}"), "{metrics}");
     tap.stop();
     drop(x);
 
