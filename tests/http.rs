@@ -136,6 +136,9 @@ fn metrics_and_api_of_a_remote_viewer_session() {
     assert_eq!((r.status, r.headers["content-type"].as_str()), (200, "image/png"));
     let png = dir.path.join("api.png");
     std::fs::write(&png, &r.body).unwrap();
+    let r = get(http, &format!("/api/sessions/{id}/displays/0/screenshot.png?at=0.5"));
+    assert_eq!((r.status, r.headers["content-type"].as_str()), (200, "image/png"), "a moment of the recording");
+    assert_eq!(get(http, &format!("/api/sessions/{id}/displays/0/screenshot.png?at=-1")).status, 400);
     for (what, file) in [("live", &live_png), ("recorded", &png)] {
         let (pw, ph, rgb) = read_png(file);
         assert_eq!((pw as usize, ph as usize), (w, h), "{what}");

@@ -103,6 +103,13 @@ pub async fn serve(mut client: BoxedStream, client_tls: Option<TlsInfo>, peer: S
     let (stage, end, token) = match linked {
         Ok(x) => x,
         Err(e) => {
+            // The TLS leg to the server failed (not merely refused).
+            if let link_stage::LinkStageError::Upstream { address, error } = &e
+                && address.starts_with("TLS ")
+                && error.kind() != std::io::ErrorKind::ConnectionRefused
+            {
+                shared.metrics.tls_handshake("upstream", false);
+            }
             tracing::warn!(client = %peer, error = %e, "connection closed during link stage");
             return;
         }
