@@ -161,28 +161,7 @@ fn every_cursor_type_decodes_as_spice_gtk_decodes_it() {
     messages.push(set((30, 30), &cursor_bytes(FROM_CACHE, &cached, &[])));
     let server = FakeServer::start_with_cursor(display(), messages);
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", server.port), true, &["--no-video"]);
-    let shapes_dir = dir.path.join("spice-gtk");
-    std::fs::create_dir_all(&shapes_dir).unwrap();
-    let go = dir.path.join("go");
-    let go2 = go.clone();
-    let expected = shapes.len() + 2;
-    let shapes_dir2 = shapes_dir.clone();
-    let waiter = std::thread::spawn(move || {
-        wait_until("spice-gtk's cursor shapes", Duration::from_secs(60), || {
-            std::fs::read_dir(&shapes_dir2).map(|d| d.count()).unwrap_or(0) >= 2 * expected
-        });
-        std::fs::write(go2, "go").unwrap();
-    });
-    let shot = dir.path.join("spice-gtk.ppm");
-    let cursor_dir = shapes_dir.to_str().unwrap().to_string();
-    spice_gtk_shot_with(
-        tap.port(),
-        &shot,
-        &go,
-        &["--settle", "0.5", "--timeout", "90", "--cursor-dir", &cursor_dir],
-        Duration::from_secs(120),
-    );
-    waiter.join().unwrap();
+    let shapes_dir = spice_gtk_shapes(&tap, &dir.path, shapes.len() + 2, Duration::ZERO, "0.5");
     tap.stop();
 
     let mut sent: Vec<(CursorHeader, Vec<u8>)> = shapes.clone();
@@ -216,6 +195,33 @@ fn every_cursor_type_decodes_as_spice_gtk_decodes_it() {
     assert_eq!(listed[0]["size"], serde_json::json!([16, 16]));
     assert_eq!(listed[0]["hot_spot"], serde_json::json!([3, 4]));
     assert_eq!(listed[0]["uses"], 3, "set, cached, from the cache");
+}
+
+/// Runs spice-gtk (scripts/spice-gtk-shot) through `tap` until it saved
+/// `shapes` cursor shapes and `then` passed; returns the folder of the
+/// shapes (`shape-NNN.rgba`, `.txt`).
+fn spice_gtk_shapes(tap: &Spicetap, dir: &Path, shapes: usize, then: Duration, settle: &str) -> std::path::PathBuf {
+    let shapes_dir = dir.join("spice-gtk");
+    std::fs::create_dir_all(&shapes_dir).unwrap();
+    let go = dir.join("go");
+    let (go2, watched) = (go.clone(), shapes_dir.clone());
+    let waiter = std::thread::spawn(move || {
+        wait_until("spice-gtk's cursor shapes", Duration::from_secs(60), || {
+            std::fs::read_dir(&watched).map(|d| d.count()).unwrap_or(0) >= 2 * shapes
+        });
+        std::thread::sleep(then);
+        std::fs::write(go2, "go").unwrap();
+    });
+    let cursor_dir = shapes_dir.to_str().unwrap().to_string();
+    spice_gtk_shot_with(
+        tap.port(),
+        &dir.join("spice-gtk.ppm"),
+        &go,
+        &["--settle", settle, "--timeout", "90", "--cursor-dir", &cursor_dir],
+        Duration::from_secs(120),
+    );
+    waiter.join().unwrap();
+    shapes_dir
 }
 
 /// A red arrow-less square (ALPHA 12x12, hot spot (2, 2)) and a blue one
@@ -371,29 +377,8 @@ fn a_qxl_guest_pointer_is_recorded_as_spice_gtk_shows_it() {
     let dir = Scratch::new("cursor-qxl");
     let qemu = Qemu::linux(&dir.path, "", "spicetap.mode=cursor");
     let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--no-video"]);
-    let shapes_dir = dir.path.join("spice-gtk");
-    std::fs::create_dir_all(&shapes_dir).unwrap();
-    let go = dir.path.join("go");
-    let go2 = go.clone();
-    let shapes_dir2 = shapes_dir.clone();
-    let waiter = std::thread::spawn(move || {
-        wait_until("spice-gtk's cursor shape", Duration::from_secs(60), || {
-            std::fs::read_dir(&shapes_dir2).map(|d| d.count()).unwrap_or(0) >= 2
-        });
-        // Two moves more.
-        std::thread::sleep(Duration::from_millis(4500));
-        std::fs::write(go2, "go").unwrap();
-    });
-    let shot = dir.path.join("spice-gtk.ppm");
-    let cursor_dir = shapes_dir.to_str().unwrap().to_string();
-    spice_gtk_shot_with(
-        tap.port(),
-        &shot,
-        &go,
-        &["--settle", "0", "--timeout", "90", "--cursor-dir", &cursor_dir],
-        Duration::from_secs(120),
-    );
-    waiter.join().unwrap();
+    // The first shape, then two moves more.
+    let shapes_dir = spice_gtk_shapes(&tap, &dir.path, 1, Duration::from_millis(4500), "0");
     tap.stop();
     let session = tap.sessions().pop().unwrap();
 

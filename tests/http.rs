@@ -46,15 +46,23 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
+/// The Linux guest's still text screen, spicetap recording it with
+/// `--http` on a free port, remote-viewer connected through it: (guest,
+/// spicetap, X server, viewer, HTTP port).
+fn viewer_session(dir: &Path) -> (Qemu, Spicetap, Xvfb, Guard, u16) {
+    let qemu = Qemu::linux(dir, "", "spicetap.mode=text");
+    let http = free_port();
+    let addr = format!("127.0.0.1:{http}");
+    let tap = Spicetap::start(dir, &format!("127.0.0.1:{}", qemu.port), true, &["--http", &addr]);
+    let x = Xvfb::start();
+    let viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
+    (qemu, tap, x, viewer, http)
+}
+
 #[test]
 fn metrics_and_api_of_a_remote_viewer_session() {
     let dir = Scratch::new("http");
-    let qemu = Qemu::linux(&dir.path, "", "spicetap.mode=text");
-    let http = free_port();
-    let addr = format!("127.0.0.1:{http}");
-    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--http", &addr]);
-    let x = Xvfb::start();
-    let mut viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
+    let (qemu, mut tap, _x, mut viewer, http) = viewer_session(&dir.path);
     std::thread::sleep(Duration::from_secs(4));
 
     // Live: the session is listed with its channels open.
@@ -162,7 +170,6 @@ fn metrics_and_api_of_a_remote_viewer_session() {
     }
     assert_eq!(request(http, "DELETE", &format!("/api/sessions/{id}"), &[]).status, 405);
     tap.stop();
-    let _ = Path::new(&session);
 }
 
 #[test]
@@ -208,12 +215,7 @@ fn artifact(name: &str) -> std::path::PathBuf {
 #[test]
 fn the_page_lists_the_session_and_plays_its_video_in_chromium() {
     let dir = Scratch::new("http-page");
-    let qemu = Qemu::linux(&dir.path, "", "spicetap.mode=text");
-    let http = free_port();
-    let addr = format!("127.0.0.1:{http}");
-    let mut tap = Spicetap::start(&dir.path, &format!("127.0.0.1:{}", qemu.port), true, &["--http", &addr]);
-    let x = Xvfb::start();
-    let mut viewer = remote_viewer(&x, &format!("spice://127.0.0.1:{}", tap.port()), &[]);
+    let (_qemu, mut tap, _x, mut viewer, http) = viewer_session(&dir.path);
     let browser = Browser::start(1280, 800);
     browser.goto(&format!("http://127.0.0.1:{http}/"));
     let limit = Duration::from_secs(30);
