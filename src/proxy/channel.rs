@@ -380,15 +380,15 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
 }
 
 /// `SPICE_MSG_MAIN_CHANNELS_LIST` (spice-protocol `enums.h`).
-const SPICE_MSG_MAIN_CHANNELS_LIST: u16 = 104;
+pub const SPICE_MSG_MAIN_CHANNELS_LIST: u16 = 104;
 
 /// Which channels the list rewrite takes out for spicetap to link.
 #[derive(Debug, Clone, Copy)]
-struct Withhold {
+pub struct Withhold {
     /// The highest-numbered usbredir channel (`--usb-disk`).
-    usbredir: bool,
+    pub usbredir: bool,
     /// The webdav channel, (11, 0) (`--share-dir`).
-    webdav: bool,
+    pub webdav: bool,
 }
 
 /// The rewrite of `SPICE_MSG_MAIN_CHANNELS_LIST` (u32 count, then count x
@@ -396,8 +396,9 @@ struct Withhold {
 /// for are taken out of the list that first announces them (and of later
 /// lists), sent to the injection task, and the change recorded in
 /// `withheld`. A server without such a channel in its first list is
-/// recorded too (`none: ...`); the session goes on.
-fn withhold_channels(
+/// recorded too (`none: ...`); the session goes on. A list shorter than
+/// its count is passed on unchanged.
+pub fn withhold_channels(
     choice: Withhold,
     tx: tokio::sync::mpsc::UnboundedSender<(ChannelType, u8)>,
     withheld: Arc<Mutex<Vec<String>>>,
