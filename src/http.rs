@@ -266,10 +266,9 @@ fn session_json(dir: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(dir.join("session.json")).ok()?).ok()
 }
 
-/// What the list shows of a recording: its summary, channels with bytes
-/// and message counts, and files.
-fn summary(id: &str, dir: &Path, live: bool) -> serde_json::Value {
-    let json = session_json(dir).unwrap_or_default();
+/// What the list shows of a recording (`json`: its `session.json`): its
+/// summary, channels with bytes and message counts, and files.
+fn summary(id: &str, dir: &Path, json: &serde_json::Value, live: bool) -> serde_json::Value {
     let channels: Vec<serde_json::Value> = json["channels"]
         .as_array()
         .map(Vec::as_slice)
@@ -317,7 +316,7 @@ fn list_sessions(state: &HttpState, query: &str) -> serde_json::Value {
         .iter()
         .map(|s| {
             let mut v = match s.folder.as_deref().and_then(|f| Some((f, session_dir(state, f)?))) {
-                Some((f, dir)) => summary(f, &dir, true),
+                Some((f, dir)) => summary(f, &dir, &session_json(&dir).unwrap_or_default(), true),
                 None => serde_json::json!({ "id": null, "live": true }),
             };
             v["session_id"] = s.session_id.into();
@@ -330,7 +329,7 @@ fn list_sessions(state: &HttpState, query: &str) -> serde_json::Value {
         .collect();
     for name in recorded(state).into_iter().filter(|n| !live_folders.contains(n)) {
         if let Some(dir) = session_dir(state, &name) {
-            all.push(summary(&name, &dir, false));
+            all.push(summary(&name, &dir, &session_json(&dir).unwrap_or_default(), false));
         }
     }
     let total = all.len();
@@ -341,12 +340,13 @@ fn list_sessions(state: &HttpState, query: &str) -> serde_json::Value {
 fn session(state: &HttpState, id: &str) -> Option<serde_json::Value> {
     let dir = session_dir(state, id)?;
     let live = state.sessions.live().into_iter().find(|s| s.folder.as_deref() == Some(id));
-    let mut v = summary(id, &dir, live.is_some());
+    let json = session_json(&dir).unwrap_or_default();
+    let mut v = summary(id, &dir, &json, live.is_some());
     if let Some(s) = live {
         v["open_channels"] = s.open_channels.into();
         v["channels"] = serde_json::to_value(&s.channels).unwrap_or_default();
     }
-    v["session"] = session_json(&dir).unwrap_or_default();
+    v["session"] = json;
     Some(v)
 }
 

@@ -338,22 +338,21 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     }
     let (target, c2s_bytes, s2c_bytes) =
         (report.target.clone(), report.client_to_server.bytes, report.server_to_client.bytes);
-    if linked {
-        let lost = capture
-            .as_ref()
-            .is_some_and(|c| c.lock().unwrap_or_else(PoisonError::into_inner).loss_of("capture").is_some());
-        shared.metrics.channel_closed(&channel_name, c2s_bytes, s2c_bytes, lost);
-    }
     let session = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let mut capture_lost = report.capture_loss.is_some();
     if let Some(c) = &capture {
         let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
         c.close(first, SystemTime::now());
         if report.capture_loss.is_none() {
             report.capture_loss = c.loss_of("capture").map(str::to_string);
         }
+        capture_lost = report.capture_loss.is_some();
         if let Some(tap) = session.as_ref().and_then(|s| s.tap.as_ref()) {
             tap.reports().channel_closed(key, Box::new(report));
         }
+    }
+    if linked {
+        shared.metrics.channel_closed(&channel_name, c2s_bytes, s2c_bytes, capture_lost);
     }
     if let Some(s) = session {
         s.channels.lock().unwrap_or_else(PoisonError::into_inner).retain(|c| c.key != key);
