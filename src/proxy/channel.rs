@@ -581,14 +581,16 @@ async fn relay_both(
     let up = relay(cr, sw, c2s, None, shutdown.clone());
     let down = relay(sr, cw, s2c, s2c_filter, shutdown.clone());
     tokio::pin!(up, down);
-    let (first, end) = tokio::select! {
+    // After an orderly close of one direction the other runs to its end;
+    // how that end went is recorded too when it failed.
+    let (first, end, second) = tokio::select! {
         e = &mut up => {
-            if matches!(e, RelayEnd::Eof) { let _ = (&mut down).await; }
-            (Direction::ClientToServer, e)
+            let second = if matches!(e, RelayEnd::Eof) { Some((&mut down).await) } else { None };
+            (Direction::ClientToServer, e, second)
         }
         e = &mut down => {
-            if matches!(e, RelayEnd::Eof) { let _ = (&mut up).await; }
-            (Direction::ServerToClient, e)
+            let second = if matches!(e, RelayEnd::Eof) { Some((&mut up).await) } else { None };
+            (Direction::ServerToClient, e, second)
         }
     };
     let (reason, error) = match end {
@@ -602,6 +604,14 @@ async fn relay_both(
             tracing::warn!(error = %e, "absurd message size; channel closed");
             ("message_too_large", Some(e.to_string()))
         }
+    };
+    let error = match second {
+        Some(RelayEnd::Failed(e)) => {
+            tracing::warn!(error = %e, "the other direction failed after an orderly close");
+            Some(e)
+        }
+        Some(RelayEnd::TooLarge(e)) => Some(e.to_string()),
+        _ => error,
     };
     (first, reason, error)
 }

@@ -298,7 +298,8 @@ pub enum RelayEnd {
     Shutdown,
     /// Reading or writing failed.
     Failed(String),
-    /// A header declared an absurd size.
+    /// A header declared an absurd size (the chunk holding it was
+    /// forwarded, as it was captured).
     TooLarge(FramingError),
 }
 
@@ -338,9 +339,10 @@ pub async fn relay(
             }
             chunk = Bytes::from(kept);
         }
-        if let Err(e) = observer.observe(&chunk, SystemTime::now()) {
-            return RelayEnd::TooLarge(e);
-        }
+        // A chunk with an absurd header is still forwarded whole (it is
+        // already in the capture: the recording matches the wire), then the
+        // channel is closed.
+        let observed = observer.observe(&chunk, SystemTime::now());
         let write = to.write_all(&chunk);
         tokio::pin!(write);
         let wrote = tokio::select! {
@@ -353,6 +355,9 @@ pub async fn relay(
         };
         if let Err(e) = wrote {
             return RelayEnd::Failed(format!("write ({}): {e}", observer.dir.label()));
+        }
+        if let Err(e) = observed {
+            return RelayEnd::TooLarge(e);
         }
     }
 }
