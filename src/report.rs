@@ -43,8 +43,12 @@ impl SessionReport {
         let tmp = path.with_extension("json.tmp");
         let mut text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         text.push('\n');
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
+        let written = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            // A partial temporary file (a full disk) is not left behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 

@@ -66,6 +66,8 @@ struct SessionWriter {
     awaiting: Option<usize>,
     /// Consumers done before the end was announced.
     early_done: usize,
+    /// The last `session.json` write failed (logged once until one works).
+    report_failing: bool,
 }
 
 impl SessionWriter {
@@ -77,7 +79,7 @@ impl SessionWriter {
                 false
             }
         };
-        let w = Self {
+        let mut w = Self {
             dir,
             ready,
             report,
@@ -87,6 +89,7 @@ impl SessionWriter {
             indexes: HashMap::new(),
             awaiting: None,
             early_done: 0,
+            report_failing: false,
         };
         w.write_report();
         w
@@ -237,12 +240,23 @@ impl SessionWriter {
         name
     }
 
-    fn write_report(&self) {
+    /// Replaces `session.json` (whole, by rename). A failure is logged once
+    /// until a later write works again; the last good file stays.
+    fn write_report(&mut self) {
         if !self.ready {
             return;
         }
-        if let Err(e) = self.report.write_to(&self.dir.join("session.json")) {
-            tracing::error!(dir = %self.dir.display(), error = %e, "cannot write session.json");
+        match self.report.write_to(&self.dir.join("session.json")) {
+            Ok(()) if self.report_failing => {
+                self.report_failing = false;
+                tracing::info!(dir = %self.dir.display(), "session.json written again");
+            }
+            Ok(()) => {}
+            Err(e) if !self.report_failing => {
+                self.report_failing = true;
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot write session.json; the last one written stays");
+            }
+            Err(e) => tracing::debug!(dir = %self.dir.display(), error = %e, "cannot write session.json"),
         }
     }
 }
