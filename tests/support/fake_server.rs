@@ -22,6 +22,30 @@ fn mini(ty: u16, body: &[u8]) -> Vec<u8> {
 
 /// Not a message: the server pauses for its body's u32 LE milliseconds.
 pub const SLEEP: u16 = 0xffff;
+/// Not a message: the server writes its body as it is (no header), e.g.
+/// half a message.
+pub const RAW: u16 = 0xfffe;
+/// Not a message: the server aborts the connection with a TCP reset
+/// (`SO_LINGER` 0), whatever it was in the middle of.
+pub const RESET: u16 = 0xfffd;
+/// Not a message: the server stops reading (and writing) for its body's
+/// u32 LE milliseconds, then resets the connection.
+pub const STALL: u16 = 0xfffc;
+
+/// The bytes a client receives from a script up to its first [`RESET`] or
+/// [`STALL`]: each message with its mini header, [`RAW`] bodies as they are.
+pub fn wire_bytes(messages: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (ty, body) in messages {
+        match *ty {
+            SLEEP => {}
+            RAW => out.extend_from_slice(body),
+            RESET | STALL => break,
+            _ => out.extend_from_slice(&mini(*ty, body)),
+        }
+    }
+    out
+}
 
 /// The listening fake server; its threads end with the test process.
 pub struct FakeServer {
@@ -52,14 +76,23 @@ impl FakeServer {
     }
 }
 
-/// Sends `messages`, pausing at each [`SLEEP`].
+/// Sends `messages`, acting on the pseudo-types [`SLEEP`], [`RAW`],
+/// [`RESET`] and [`STALL`].
 fn send(s: &mut TcpStream, messages: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
+    let millis =
+        |body: &[u8]| std::time::Duration::from_millis(u32::from_le_bytes(body[..4].try_into().unwrap()).into());
     for (ty, body) in messages {
-        if *ty == SLEEP {
-            let ms = u32::from_le_bytes(body[..4].try_into().unwrap());
-            std::thread::sleep(std::time::Duration::from_millis(ms.into()));
-        } else {
-            s.write_all(&mini(*ty, body))?;
+        match *ty {
+            SLEEP => std::thread::sleep(millis(body)),
+            RAW => s.write_all(body)?,
+            RESET | STALL => {
+                if *ty == STALL {
+                    std::thread::sleep(millis(body));
+                }
+                socket2::SockRef::from(&*s).set_linger(Some(std::time::Duration::ZERO))?;
+                return Err(std::io::Error::other("reset"));
+            }
+            _ => s.write_all(&mini(*ty, body))?,
         }
     }
     Ok(())

@@ -669,6 +669,27 @@ pub fn tshark(file: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Reads a pcap that may end inside a packet (a crash, a full disk) with
+/// tshark and returns how many packets it holds: tshark must read every
+/// complete packet, the only complaint allowed being a last one cut
+/// short. A file too short for the pcap file header holds none.
+pub fn pcap_packets_to_last_complete(file: &Path) -> usize {
+    if std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) < 24 {
+        return 0;
+    }
+    let out = run_bounded(
+        Command::new("tshark").arg("-r").arg(file).args(["-T", "fields", "-e", "frame.number"]),
+        Duration::from_secs(120),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() || err.contains("cut short in the middle of a packet"),
+        "tshark cannot read {}: {err}",
+        file.display()
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
 /// Checks one channel pcap with tshark: SPICE dissected, no malformed
 /// packets, no TCP sequence problems, and TCP payload bytes per direction
 /// equal to the byte counts of `session.json`. Returns the summary lines.
