@@ -44,6 +44,10 @@
 //! spice_loadgen client --connect ADDR [--bytes N] [--msg-size M]
 //!                      [--relay-pid PID]... [--server-pid PID] [--clk-tck HZ]
 //!                      [--settle SECS] [--tls-ca FILE]
+//! spice_loadgen sessions --listen 127.0.0.1:P [--connect RELAY] [--sessions N]
+//!                        [--seconds S] [--ramp S] [--display-rate HZ]
+//!                        [--display-size B] [--inputs-rate HZ]
+//!                        [--relay-pid PID]... [--after-close S]
 //! spice_loadgen free-port
 //! ```
 //!
@@ -68,6 +72,10 @@
 //!   rooted at the `--relay-pid`s (`relay_cpu_s`), the `--server-pid` tree
 //!   (`server_cpu_s`) and the client itself (`client_cpu_s`); `null` when not
 //!   requested.
+//! * `sessions` plays both ends of N whole sessions (main, display, inputs,
+//!   cursor) at once, paced and timestamped, and reports one-way latency
+//!   percentiles and the relay's CPU, memory, threads and descriptors: see
+//!   `sessions.rs`.
 //! * `free-port` prints a currently free loopback TCP port.
 //!
 //! # TLS
@@ -128,7 +136,9 @@ const TLS_READ_BUF: usize = 256 << 10;
 /// the server hand ~1 MiB of records to the kernel per write, as in plain TCP.
 const TLS_SEND_BUFFER: usize = 2 << 20;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+mod sessions;
 
 struct Opts {
     listen: String,
@@ -153,8 +163,9 @@ fn main() -> ExitCode {
     let result = match args.split_first() {
         Some((role, rest)) if role == "server" => parse_opts(rest).and_then(|o| server(&o)),
         Some((role, rest)) if role == "client" => parse_opts(rest).and_then(|o| client(&o)),
+        Some((role, rest)) if role == "sessions" => sessions::parse(rest).and_then(sessions::run),
         Some((role, _)) if role == "free-port" => free_port(),
-        _ => Err("usage: spice_loadgen server|client|free-port [options] (see the //! header)".into()),
+        _ => Err("usage: spice_loadgen server|client|sessions|free-port [options] (see the //! headers)".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
