@@ -96,13 +96,18 @@ impl SessionWriter {
     }
 
     fn run(&mut self, mut rx: UnboundedReceiver<CaptureEvent>, queued: &AtomicUsize) {
-        while let Some(ev) = rx.blocking_recv() {
-            let cost = ev.cost();
-            self.handle(ev);
-            queued.fetch_sub(cost, Ordering::Relaxed);
-            if self.awaiting == Some(0) {
-                break;
+        'outer: while let Some(ev) = rx.blocking_recv() {
+            let mut next = Some(ev);
+            while let Some(ev) = next {
+                let cost = ev.cost();
+                self.handle(ev);
+                queued.fetch_sub(cost, Ordering::Relaxed);
+                if self.awaiting == Some(0) {
+                    break 'outer;
+                }
+                next = rx.try_recv().ok();
             }
+            std::thread::sleep(crate::tap::CONSUMER_BATCH_PAUSE);
         }
         // Channels still open (the proxy stopped mid-way) are finished here.
         let keys: Vec<_> = self.channels.keys().copied().collect();

@@ -22,7 +22,7 @@ pub mod webdav;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::thread::JoinHandle;
 
 use thiserror::Error;
@@ -281,7 +281,19 @@ fn run_decoder<D: Decoder>(
     reports: &Arc<dyn Reports>,
     decoder: &mut D,
 ) {
-    while let Ok(ev) = rx.recv() {
+    loop {
+        let ev = match rx.try_recv() {
+            Ok(ev) => ev,
+            Err(TryRecvError::Empty) => {
+                // Batch the relays' events (see CONSUMER_BATCH_PAUSE).
+                std::thread::sleep(crate::tap::CONSUMER_BATCH_PAUSE);
+                match rx.recv() {
+                    Ok(ev) => ev,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
         let cost = ev.cost();
         match ev {
             Input::Tap(t) => decoder.event(t),

@@ -31,7 +31,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError, channel};
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
@@ -275,7 +275,21 @@ struct RenderThread {
 impl RenderThread {
     fn run(&mut self, rx: Receiver<Input>, queued: &AtomicUsize) {
         loop {
-            let ev = match rx.recv_timeout(FRAME_INTERVAL) {
+            // An emptied queue: pause (batching the relays' events), then
+            // wait, bounded only while a frame is still to be handed on.
+            let ev = match rx.try_recv() {
+                Ok(ev) => Ok(ev),
+                Err(TryRecvError::Empty) => {
+                    std::thread::sleep(crate::tap::CONSUMER_BATCH_PAUSE);
+                    if self.channels.values().any(|c| c.dirty) {
+                        rx.recv_timeout(FRAME_INTERVAL)
+                    } else {
+                        rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    }
+                }
+                Err(TryRecvError::Disconnected) => return,
+            };
+            let ev = match ev {
                 Ok(ev) => ev,
                 Err(RecvTimeoutError::Timeout) => {
                     self.flush_frames();
