@@ -16,7 +16,8 @@
 //! `connection_id`, as spice-gtk does.
 //!
 //! * display, server to client: once, `SPICE_MSG_DISPLAY_SURFACE_CREATE`
-//!   (surface 0, 640x480, 32-bit xRGB, primary); then `--display-rate`
+//!   (surface 0, 640x480, 32-bit xRGB, primary; not with `--no-surface`);
+//!   then `--display-rate`
 //!   times a second a `SPICE_MSG_DISPLAY_DRAW_FILL` (a 32x32 solid box that
 //!   moves and changes colour, so a renderer and a video encoder have real
 //!   work) followed by a `SPICE_MSG_PING` (`id` u32, `timestamp` u64 = the
@@ -28,6 +29,8 @@
 //!   the server takes each one's latency from the send time the client
 //!   queued for that session (TCP keeps them in order).
 //! * cursor: linked and idle. Every channel drains what it receives.
+//! * `--no-surface`: not even the SURFACE_CREATE (with `--display-rate 0`,
+//!   sessions that carry nothing after their link stage and MAIN_INIT).
 //!
 //! Session starts are spread over `--ramp` seconds and each display and
 //! inputs schedule starts at a random phase, so the sessions do not tick
@@ -89,6 +92,8 @@ pub struct SessionOpts {
     clk_tck: f64,
     after_close: f64,
     link_timeout: f64,
+    /// No SURFACE_CREATE either: display channels carry nothing at all.
+    no_surface: bool,
 }
 
 pub fn parse(args: &[String]) -> Result<SessionOpts> {
@@ -105,6 +110,7 @@ pub fn parse(args: &[String]) -> Result<SessionOpts> {
         clk_tck: 100.0,
         after_close: 2.0,
         link_timeout: 60.0,
+        no_surface: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -122,6 +128,7 @@ pub fn parse(args: &[String]) -> Result<SessionOpts> {
             "--clk-tck" => o.clk_tck = value()?.parse()?,
             "--after-close" => o.after_close = value()?.parse()?,
             "--link-timeout" => o.link_timeout = value()?.parse()?,
+            "--no-surface" => o.no_surface = true,
             other => return Err(format!("unknown option {other:?}").into()),
         }
     }
@@ -442,8 +449,10 @@ fn rand_u32() -> u32 {
 
 async fn display_stream(w: &mut (impl AsyncWriteExt + Unpin), shared: &Shared) -> Result<()> {
     let o = &shared.opts;
-    let create: Vec<u8> = [0u32, WIDTH, HEIGHT, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
-    w.write_all(&mini(SPICE_MSG_DISPLAY_SURFACE_CREATE, &create)).await?;
+    if !o.no_surface {
+        let create: Vec<u8> = [0u32, WIDTH, HEIGHT, 32, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        w.write_all(&mini(SPICE_MSG_DISPLAY_SURFACE_CREATE, &create)).await?;
+    }
     let Some(mut ticks) = schedule(o.display_rate) else {
         while !shared.stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(100)).await;
