@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use support::fake_server::{FakeServer, RAW, RESET, SLEEP, STALL, wire_bytes};
+use support::fake_server::{FakeServer, RAW, RESET, SLEEP, STALL, accept_link, wire_bytes};
 use support::*;
 
 /// `SPICE_MSG_PING` (spice-protocol `enums.h`): id u32, timestamp u64,
@@ -665,26 +665,8 @@ fn mutating_server(listener: std::net::TcpListener, report: mpsc::Sender<(u32, S
             (public.clone(), messages.clone(), report.clone(), next_session.clone());
         std::thread::spawn(move || {
             let _ = (|| -> std::io::Result<()> {
-                let mut header = [0u8; 16];
-                s.read_exact(&mut header)?;
-                let mut mess = vec![0u8; u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize];
-                s.read_exact(&mut mess)?;
-                let connection_id = u32::from_le_bytes(mess[..4].try_into().unwrap());
-                let mut reply = 0u32.to_le_bytes().to_vec();
-                reply.extend_from_slice(&public);
-                for v in [1u32, 0, 178, 0b1011] {
-                    reply.extend_from_slice(&v.to_le_bytes());
-                }
-                let mut out = b"REDQ".to_vec();
-                for v in [2u32, 2, reply.len() as u32] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-                out.extend_from_slice(&reply);
-                s.write_all(&out)?;
-                let mut ticket = [0u8; 4 + 128];
-                s.read_exact(&mut ticket)?;
-                s.write_all(&0u32.to_le_bytes())?;
-                if mess[4] == 1 {
+                let (connection_id, channel_type) = accept_link(&mut s, &public)?;
+                if channel_type == 1 {
                     let id = next_session.fetch_add(1, Ordering::Relaxed) as u32;
                     let init: Vec<u8> = [id, 1, 3, 1, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
                     s.write_all(&client_message(103, &init))?;

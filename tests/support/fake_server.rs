@@ -98,17 +98,20 @@ fn send(s: &mut TcpStream, messages: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn serve(mut s: TcpStream, display: &[(u16, Vec<u8>)], cursor: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
+/// The server's side of a link stage with `public_der` as its key (any
+/// ticket is taken): reads the link message, answers a link reply (one
+/// caps word: AUTH_SELECTION, AUTH_SPICE, MINI_HEADER) and, after the
+/// mechanism and ticket, `SPICE_LINK_ERR_OK`. Returns the client's
+/// `connection_id` and `channel_type`.
+pub fn accept_link(s: &mut TcpStream, public_der: &[u8]) -> std::io::Result<(u32, u8)> {
     let mut header = [0u8; 16];
     s.read_exact(&mut header)?;
     let size = u32::from_le_bytes(header[12..16].try_into().unwrap()) as usize;
     let mut mess = vec![0u8; size];
     s.read_exact(&mut mess)?;
-    let channel_type = mess[4];
-    let key = spicetap::auth::ticket::LinkKey::generate().unwrap();
     let mut reply = Vec::new();
     reply.extend_from_slice(&0u32.to_le_bytes());
-    reply.extend_from_slice(key.public_der());
+    reply.extend_from_slice(public_der);
     for v in [1u32, 0, 178, 0b1011] {
         reply.extend_from_slice(&v.to_le_bytes());
     }
@@ -121,6 +124,12 @@ fn serve(mut s: TcpStream, display: &[(u16, Vec<u8>)], cursor: &[(u16, Vec<u8>)]
     let mut mech_ticket = [0u8; 4 + 128];
     s.read_exact(&mut mech_ticket)?;
     s.write_all(&0u32.to_le_bytes())?;
+    Ok((u32::from_le_bytes(mess[..4].try_into().unwrap()), mess[4]))
+}
+
+fn serve(mut s: TcpStream, display: &[(u16, Vec<u8>)], cursor: &[(u16, Vec<u8>)]) -> std::io::Result<()> {
+    let key = spicetap::auth::ticket::LinkKey::generate().unwrap();
+    let (_, channel_type) = accept_link(&mut s, key.public_der())?;
     match channel_type {
         1 => {
             let init: Vec<u8> = [4242u32, 1, 3, 1, 0, 0, 0, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
