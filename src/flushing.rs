@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How often a recording file is flushed at the latest.
@@ -13,8 +14,25 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// [`FLUSH_INTERVAL`] has passed since the last flush.
 #[derive(Debug)]
 pub struct FlushingFile {
-    inner: BufWriter<File>,
+    inner: Arc<Mutex<BufWriter<File>>>,
     last_flush: Instant,
+}
+
+/// A second handle on a [`FlushingFile`]'s buffer, so the thread that
+/// owns the writer wrapping it (a pcap writer) can flush it when it goes
+/// idle: a channel that goes quiet would otherwise keep its last bytes
+/// in memory until its next write.
+#[derive(Debug, Clone)]
+pub struct FlushHandle(Arc<Mutex<BufWriter<File>>>);
+
+impl FlushHandle {
+    /// Writes the buffered bytes to the file.
+    ///
+    /// # Errors
+    /// The error of the write (a full disk).
+    pub fn flush(&self) -> io::Result<()> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).flush()
+    }
 }
 
 impl FlushingFile {
@@ -24,15 +42,22 @@ impl FlushingFile {
     /// The error of creating the file.
     pub fn create(path: &Path) -> io::Result<Self> {
         let file = File::create(path)?;
-        Ok(Self { inner: BufWriter::with_capacity(256 * 1024, file), last_flush: Instant::now() })
+        let inner = Arc::new(Mutex::new(BufWriter::with_capacity(256 * 1024, file)));
+        Ok(Self { inner, last_flush: Instant::now() })
+    }
+
+    /// A handle that flushes this file's buffer from elsewhere.
+    pub fn flush_handle(&self) -> FlushHandle {
+        FlushHandle(self.inner.clone())
     }
 }
 
 impl Write for FlushingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = inner.write(buf)?;
         if self.last_flush.elapsed() >= FLUSH_INTERVAL {
-            self.inner.flush()?;
+            inner.flush()?;
             self.last_flush = Instant::now();
         }
         Ok(n)
@@ -40,6 +65,6 @@ impl Write for FlushingFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.last_flush = Instant::now();
-        self.inner.flush()
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).flush()
     }
 }

@@ -213,4 +213,15 @@ fn mp4_survives_kill_9_of_the_proxy() {
     eprintln!("after kill -9: {duration:.2} s playable of {recorded:.2} s recorded");
     // Everything up to one keyframe interval (2 s) before the kill plays.
     assert!(duration >= recorded - 2.0 - 0.5, "only {duration:.2} s of {recorded:.2} s");
+    // session.json is whole (written by rename) and every pcap reads to
+    // its last complete packet, quiet channels included (flushed within
+    // about a second).
+    let report = session_json(&session);
+    let pcaps: Vec<_> = channels(&report).iter().filter_map(|c| c["pcap"].as_str().map(str::to_string)).collect();
+    assert!(pcaps.iter().any(|p| p.starts_with("display")), "{report}");
+    for pcap in pcaps {
+        let packets = pcap_packets_to_last_complete(&session.join(&pcap));
+        eprintln!("after kill -9: {pcap} holds {packets} packets");
+        assert!(packets > 0, "{pcap} is empty");
+    }
 }

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 use super::{CLIENT_PORT_BASE, CaptureEvent, CaptureSink, SERVER_PORT};
-use crate::flushing::FlushingFile;
+use crate::flushing::{FLUSH_INTERVAL, FlushHandle, FlushingFile};
 use crate::report::{SessionReport, rfc3339};
 use crate::tap::{ChannelKey, TapEvent};
 use crate::tcp_pcap::{Endpoints, PcapError, TcpConversation, TcpPcap};
@@ -43,6 +45,8 @@ pub fn spawn(dir: PathBuf, report: SessionReport, budget: usize) -> io::Result<(
 struct ChannelPcap {
     out: TcpPcap<FlushingFile>,
     conv: TcpConversation,
+    /// Flushes `out`'s file when the writer goes idle.
+    flusher: FlushHandle,
 }
 
 struct OpenChannel {
@@ -96,16 +100,40 @@ impl SessionWriter {
     }
 
     fn run(&mut self, mut rx: UnboundedReceiver<CaptureEvent>, queued: &AtomicUsize) {
-        'outer: while let Some(ev) = rx.blocking_recv() {
-            let mut next = Some(ev);
+        // Whether something was written since the last flush of the open
+        // pcaps: then the thread polls (a try per CONSUMER_BATCH_PAUSE)
+        // instead of blocking, and flushes once FLUSH_INTERVAL has passed,
+        // so a channel that goes quiet has its last bytes on disk within
+        // about a second (kill -9 loses no more), at one flush a second.
+        let mut unflushed = false;
+        let mut last_flush = Instant::now();
+        'outer: loop {
+            let mut next = if unflushed {
+                match rx.try_recv() {
+                    Ok(ev) => Some(ev),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match rx.blocking_recv() {
+                    Some(ev) => Some(ev),
+                    None => break,
+                }
+            };
             while let Some(ev) = next {
                 let cost = ev.cost();
                 self.handle(ev);
+                unflushed = true;
                 queued.fetch_sub(cost, Ordering::Relaxed);
                 if self.awaiting == Some(0) {
                     break 'outer;
                 }
                 next = rx.try_recv().ok();
+            }
+            if unflushed && last_flush.elapsed() >= FLUSH_INTERVAL {
+                self.flush_open();
+                unflushed = false;
+                last_flush = Instant::now();
             }
             std::thread::sleep(crate::tap::CONSUMER_BATCH_PAUSE);
         }
@@ -221,9 +249,22 @@ impl SessionWriter {
         }
     }
 
+    /// Flushes every open pcap; a failure stops that channel's capture.
+    fn flush_open(&mut self) {
+        for (key, ch) in &mut self.channels {
+            let Some(conv) = &ch.conv else { continue };
+            if let Err(e) = conv.flusher.flush() {
+                tracing::error!(key, error = %e, "pcap write failed; capture of this channel stopped, forwarding continues");
+                ch.conv = None;
+                ch.loss = Some(e.to_string());
+                self.report.channels[ch.report_index].capture_loss = Some(e.to_string());
+            }
+        }
+    }
+
     fn finish(&mut self, key: ChannelKey, first: crate::protocol::Direction, at: std::time::SystemTime) {
         let Some(ch) = self.channels.remove(&key) else { return };
-        if let Some(ChannelPcap { mut out, conv }) = ch.conv {
+        if let Some(ChannelPcap { mut out, conv, .. }) = ch.conv {
             let done = conv
                 .close(&mut out, first, at)
                 .map_err(|e| e.to_string())
@@ -267,7 +308,9 @@ impl SessionWriter {
 }
 
 fn open_pcap(path: &Path, port: u16, at: std::time::SystemTime) -> Result<ChannelPcap, PcapError> {
-    let mut out = TcpPcap::new(FlushingFile::create(path)?)?;
+    let file = FlushingFile::create(path)?;
+    let flusher = file.flush_handle();
+    let mut out = TcpPcap::new(file)?;
     let conv = TcpConversation::open(&mut out, Endpoints::new(port, SERVER_PORT), at)?;
-    Ok(ChannelPcap { out, conv })
+    Ok(ChannelPcap { out, conv, flusher })
 }
