@@ -250,7 +250,14 @@ impl Messages {
                 Next::End if pre.is_empty() => return Err(ReplayError::Link("no payload".into())),
                 // Refused, or closed before the ticket: a channel without messages.
                 Next::End if linked => break,
-                Next::End => return Err(ReplayError::Link("the file ends inside the link message or reply".into())),
+                Next::End => match link_stage(&streams, true)? {
+                    // Closed after the link reply, before the auth mechanism.
+                    Some((ct, id, kind, skip)) => {
+                        (me.channel_type, me.channel_id, me.header_kind, me.skip) = (ct, id, kind, skip);
+                        break;
+                    }
+                    None => return Err(ReplayError::Link("the file ends inside the link message or reply".into())),
+                },
             };
             if pre.is_empty() {
                 if seg.3.starts_with(b"REDQ") {
@@ -271,7 +278,7 @@ impl Messages {
             if streams[0].len() + streams[1].len() > MAX_LINK_STAGE_BYTES {
                 return Err(ReplayError::Link("no complete link stage in the first MiB".into()));
             }
-            if let Some((ct, id, kind, skip)) = link_stage(&streams)? {
+            if let Some((ct, id, kind, skip)) = link_stage(&streams, false)? {
                 (me.channel_type, me.channel_id, me.header_kind, me.skip) = (ct, id, kind, skip);
                 linked = true;
                 if streams[0].len() >= skip[0] && streams[1].len() >= skip[1] {
@@ -354,9 +361,14 @@ impl Iterator for Messages {
 /// Parses the link stage at the start of both streams; returns the channel
 /// type, id, header kind and how many bytes of each stream the link stage
 /// takes (ticket and link result included, which may not have arrived
-/// yet), or `None` while the link message or reply is incomplete.
+/// yet), or `None` while the link message or reply is incomplete (or,
+/// unless `ended`, the auth mechanism a selection of mechanisms calls for:
+/// a stream that ended before it never authenticated, SASL or not).
 #[allow(clippy::type_complexity)]
-fn link_stage(streams: &[Vec<u8>; 2]) -> Result<Option<(ChannelType, u8, HeaderKind, [usize; 2])>, ReplayError> {
+fn link_stage(
+    streams: &[Vec<u8>; 2],
+    ended: bool,
+) -> Result<Option<(ChannelType, u8, HeaderKind, [usize; 2])>, ReplayError> {
     let bad = |e: &dyn std::fmt::Display| ReplayError::Link(e.to_string());
     let c = &streams[0];
     let s = &streams[1];
@@ -370,9 +382,13 @@ fn link_stage(streams: &[Vec<u8>; 2]) -> Result<Option<(ChannelType, u8, HeaderK
     let reply = LinkReply::parse(reply).map_err(|e| bad(&e))?;
     let mut c_skip = c_end;
     if auth_selection(&mess.caps, &reply.caps) {
-        let Some(mech) = c.get(c_skip..c_skip + 4) else { return Ok(None) };
-        if u32::from_le_bytes([mech[0], mech[1], mech[2], mech[3]]) == SPICE_AUTH_SASL {
-            return Err(bad(&"SASL authentication: the stream cannot be framed"));
+        match c.get(c_skip..c_skip + 4) {
+            Some(mech) if u32::from_le_bytes([mech[0], mech[1], mech[2], mech[3]]) == SPICE_AUTH_SASL => {
+                return Err(bad(&"SASL authentication: the stream cannot be framed"));
+            }
+            Some(_) => {}
+            None if !ended => return Ok(None),
+            None => {}
         }
         c_skip += 4;
     }
@@ -464,6 +480,44 @@ mod tests {
         let mut m = Messages::open(&path, None, false).unwrap();
         assert_eq!(m.by_ref().count(), 0);
         assert!(m.truncated);
+    }
+
+    /// spicy-screenshot may quit while a channel is between the link reply
+    /// and its auth mechanism: a recorded channel with no messages.
+    #[test]
+    fn a_channel_closed_before_its_auth_mechanism_has_no_messages() {
+        use crate::link::tests::link_mess_bytes;
+        use crate::link::{LinkHeader, LinkReply};
+        use crate::protocol::LinkErr;
+        // AUTH_SELECTION (bit 0) and MINI_HEADER (bit 3) on both sides.
+        let mess = link_mess_bytes(7, ChannelType::USBREDIR.0, &[1 | 1 << 3], &[]);
+        let mut reply = LinkHeader::encode(LinkReply::FIXED_SIZE + 4).to_vec();
+        reply.extend_from_slice(&LinkErr::OK.0.to_le_bytes());
+        reply.extend_from_slice(&[0; 162]);
+        for w in [1, 0, LinkReply::FIXED_SIZE, 1 | 1 << 3] {
+            reply.extend_from_slice(&w.to_le_bytes());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usbredir-1.pcap");
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut out = TcpPcap::new(std::fs::File::create(&path).unwrap()).unwrap();
+        let mut c = TcpConversation::open(&mut out, Endpoints::new(49152, 5930), t0).unwrap();
+        c.data(&mut out, Direction::ClientToServer, t0, &mess).unwrap();
+        c.data(&mut out, Direction::ServerToClient, t0, &reply).unwrap();
+        c.close(&mut out, Direction::ClientToServer, t0).unwrap();
+        drop(out);
+        let r = read(&path, None).unwrap();
+        assert_eq!(r.channel_type, ChannelType::USBREDIR);
+        assert!(r.messages.is_empty());
+        let mut m = Messages::open(&path, None, true).unwrap();
+        assert_eq!(m.by_ref().count(), 0);
+        assert!(!m.truncated);
+        // Cut inside the reply, it is still an error.
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = bytes.windows(4).position(|w| w == b"REDQ").unwrap();
+        let second = cut + 4 + bytes[cut + 4..].windows(4).position(|w| w == b"REDQ").unwrap();
+        std::fs::write(&path, &bytes[..second + 20]).unwrap();
+        assert!(Messages::open(&path, None, true).is_err());
     }
 
     #[test]
