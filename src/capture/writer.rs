@@ -242,10 +242,7 @@ impl SessionWriter {
         let Some(ch) = self.channels.get_mut(&key) else { return };
         let Some(conv) = ch.conv.as_mut() else { return };
         if let Err(e) = f(conv) {
-            tracing::error!(key, error = %e, "pcap write failed; capture of this channel stopped, forwarding continues");
-            ch.conv = None;
-            ch.loss = Some(e.to_string());
-            self.report.channels[ch.report_index].capture_loss = Some(e.to_string());
+            stop_capture(key, ch, &mut self.report, &e);
         }
     }
 
@@ -254,10 +251,7 @@ impl SessionWriter {
         for (key, ch) in &mut self.channels {
             let Some(conv) = &ch.conv else { continue };
             if let Err(e) = conv.flusher.flush() {
-                tracing::error!(key, error = %e, "pcap write failed; capture of this channel stopped, forwarding continues");
-                ch.conv = None;
-                ch.loss = Some(e.to_string());
-                self.report.channels[ch.report_index].capture_loss = Some(e.to_string());
+                stop_capture(*key, ch, &mut self.report, &e);
             }
         }
     }
@@ -305,6 +299,15 @@ impl SessionWriter {
             Err(e) => tracing::debug!(dir = %self.dir.display(), error = %e, "cannot write session.json"),
         }
     }
+}
+
+/// A write to `ch`'s pcap failed: its capture stops (recorded as the
+/// channel's `capture_loss`); forwarding is not concerned.
+fn stop_capture(key: ChannelKey, ch: &mut OpenChannel, report: &mut SessionReport, e: &dyn std::fmt::Display) {
+    tracing::error!(key, error = %e, "pcap write failed; capture of this channel stopped, forwarding continues");
+    ch.conv = None;
+    ch.loss = Some(e.to_string());
+    report.channels[ch.report_index].capture_loss = Some(e.to_string());
 }
 
 fn open_pcap(path: &Path, port: u16, at: std::time::SystemTime) -> Result<ChannelPcap, PcapError> {
