@@ -35,7 +35,9 @@
 //!   fields, or summarised; [`verdict`]: a CI run's verdict (`--result`, `--result-junit`) read
 //!   back from the `session.json` files it wrote.
 //! - [`tls`]: certificates and rustls configurations for both legs;
-//!   [`auth`]: token mode (tickets, targets, rate limit, audit log).
+//!   [`auth`]: token mode (tickets, targets, rate limit, audit log);
+//!   [`fleet`]: many nodes sharing targets, tokens (keyed hashes), audit
+//!   and a session index in PostgreSQL, revocations pushed.
 //! - [`usbredir`]: the usbredir protocol inside usbredir channels, parsed
 //!   per direction from the byte stream, sans-IO; [`usbmon`]: usbredir
 //!   transfers as Linux usbmon records for Wireshark; [`msc`]: USB mass
@@ -57,6 +59,7 @@
 pub mod auth;
 pub mod capture;
 pub mod diff;
+pub mod fleet;
 pub mod flushing;
 pub mod framing;
 pub mod http;

@@ -1,7 +1,7 @@
 //! The `spicetap` command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -11,9 +11,10 @@ use spicetap::auth::audit::AuditLog;
 use spicetap::auth::ratelimit::FailureLimiter;
 use spicetap::auth::targets::{Lookup, Targets};
 use spicetap::auth::ticket::KeyPool;
+use spicetap::fleet::{self, Fleet};
 use spicetap::protocol::ChannelType;
 use spicetap::proxy::channel::RequireTls;
-use spicetap::proxy::token_link::TokenAuth;
+use spicetap::proxy::token_link::{TargetSource, TokenAuth};
 use spicetap::proxy::upstream::{TlsChannels, Upstream};
 use spicetap::proxy::{Proxy, ProxyConfig};
 use spicetap::tls::certs::Identity;
@@ -31,6 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Forward SPICE clients to a server, optionally recording every channel.
+    #[command(args_override_self = true)]
     Proxy(Box<ProxyArgs>),
     /// Print a virt-viewer connection file for a token of a targets file.
     Vv(VvArgs),
@@ -43,6 +45,190 @@ enum Command {
     /// Compare two recordings channel by channel (exit 0 equal, 1
     /// different, 2 error).
     Diff(DiffArgs),
+    /// The fleet database: apply schema migrations, generate key files.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// The fleet database's targets (VMs): add, list, remove.
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// Console tokens in the fleet database: issue, revoke.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The fleet's session index: every node's part of each session.
+    Sessions(SessionsArgs),
+    /// Write the man pages (spicetap.1 and one per subcommand) into DIR.
+    Man {
+        /// Output folder.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
+}
+
+/// How to reach the fleet database, and its keys.
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// The fleet database: `postgres://user@host/db` or `host=... dbname=...`.
+    #[arg(long, env = "SPICETAP_DB", value_name = "URL")]
+    db: String,
+    /// Key file of token hashes (HMAC-SHA-256), 64 hex digits.
+    #[arg(long, env = "SPICETAP_TOKEN_KEY", value_name = "FILE")]
+    token_key: Option<PathBuf>,
+    /// Key file of VM passwords (AES-256-GCM), 64 hex digits.
+    #[arg(long, env = "SPICETAP_PASSWORD_KEY", value_name = "FILE")]
+    password_key: Option<PathBuf>,
+}
+
+impl DbArgs {
+    fn keys(&self) -> Result<spicetap::fleet::secrets::Keys> {
+        use spicetap::fleet::secrets::{Key, Keys};
+        let (Some(t), Some(p)) = (&self.token_key, &self.password_key) else {
+            bail!("give --token-key FILE and --password-key FILE (or SPICETAP_TOKEN_KEY, SPICETAP_PASSWORD_KEY)");
+        };
+        Ok(Keys { token: Key::load(t)?, password: Key::load(p)? })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Apply the schema migrations not yet applied.
+    Migrate(DbArgs),
+    /// Write two fresh key files (mode 0600); never replaces one.
+    Keygen {
+        /// Key file of token hashes.
+        #[arg(long, value_name = "FILE")]
+        token_key: PathBuf,
+        /// Key file of VM passwords.
+        #[arg(long, value_name = "FILE")]
+        password_key: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TargetCommand {
+    /// Add a target (or replace one of the same name).
+    Add(TargetAddArgs),
+    /// List the targets (never their passwords).
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a target: its tokens are revoked and their channels closed.
+    Remove {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Target name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TargetAddArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Target name (unique).
+    name: String,
+    /// The VM's plain SPICE port, HOST:PORT.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// The VM's TLS SPICE port, HOST:PORT.
+    #[arg(long)]
+    upstream_tls: Option<String>,
+    /// PEM file of the CA the VM's certificate chains to (stored in the
+    /// database).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Check the VM certificate's subject instead of its host name.
+    #[arg(long)]
+    host_subject: Option<String>,
+    /// `auto`, `all`, `none` or a channel list.
+    #[arg(long, default_value = "auto")]
+    upstream_tls_channels: String,
+    /// File whose first line is the VM's SPICE password (`-`: standard
+    /// input). Stored sealed.
+    #[arg(long, value_name = "FILE")]
+    password_file: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a target: printed once (or as a .vv file), stored
+    /// only as a keyed hash.
+    Issue(TokenIssueArgs),
+    /// Revoke a token, or every token of a target: their live channels
+    /// close on every node within a second.
+    Revoke {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The token.
+        #[arg(required_unless_present = "target", conflicts_with = "target")]
+        token: Option<String>,
+        /// Every token of this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// Who revokes (audit log; default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct TokenIssueArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// The target the token leads to.
+    #[arg(long)]
+    target: String,
+    /// How long the token works: `90s`, `30m`, `1h`, `7d`.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Who issues it (audit log; default: $USER).
+    #[arg(long)]
+    by: Option<String>,
+    /// Print a virt-viewer connection file instead of the bare token.
+    #[arg(long)]
+    vv: bool,
+    #[command(flatten)]
+    client: VvClientArgs,
+}
+
+/// Where clients reach spicetap, for a .vv file.
+#[derive(Debug, Args)]
+struct VvClientArgs {
+    /// Host name or address of spicetap (or its load balancer) as clients
+    /// reach it.
+    #[arg(long, default_value = "127.0.0.1")]
+    proxy_host: String,
+    /// spicetap's plain port, if clients may use it.
+    #[arg(long)]
+    port: Option<u16>,
+    /// spicetap's TLS port.
+    #[arg(long)]
+    tls_port: Option<u16>,
+    /// CA certificate the client should trust (default: certs/ca-cert.pem
+    /// when it exists and a TLS port is given).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// Certificate subject to check instead of the host name.
+    #[arg(long)]
+    host_subject: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SessionsArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Only sessions with a channel still open.
+    #[arg(long)]
+    live: bool,
+    /// As JSON.
+    #[arg(long)]
+    json: bool,
+    /// Most rows.
+    #[arg(long, default_value_t = 100)]
+    limit: i64,
 }
 
 #[derive(Debug, Args)]
@@ -146,22 +332,8 @@ struct VvArgs {
     /// The token (what the client sends as its SPICE password).
     #[arg(long)]
     token: String,
-    /// Host name or address of spicetap as clients reach it.
-    #[arg(long, default_value = "127.0.0.1")]
-    proxy_host: String,
-    /// spicetap's plain port, if clients may use it.
-    #[arg(long)]
-    port: Option<u16>,
-    /// spicetap's TLS port.
-    #[arg(long)]
-    tls_port: Option<u16>,
-    /// CA certificate the client should trust (default: certs/ca-cert.pem
-    /// when it exists and a TLS port is given).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// Certificate subject to check instead of the host name.
-    #[arg(long)]
-    host_subject: Option<String>,
+    #[command(flatten)]
+    client: VvClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -235,8 +407,29 @@ struct ProxyArgs {
     #[arg(long, default_value = "passthrough", value_parser = ["passthrough", "tokens"])]
     auth: String,
     /// Token mode's targets file (TOML): tokens, VM addresses and passwords.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
     targets: Option<PathBuf>,
+    /// Token mode from the fleet database instead of --targets: tokens,
+    /// targets, audit events and the session index shared by many nodes
+    /// (`postgres://user@host/db`). Needs --token-key and --password-key.
+    #[arg(long, env = "SPICETAP_DB", value_name = "URL")]
+    db: Option<String>,
+    /// With --db: key file of token hashes (HMAC-SHA-256).
+    #[arg(long, env = "SPICETAP_TOKEN_KEY", value_name = "FILE", requires = "db")]
+    token_key: Option<PathBuf>,
+    /// With --db: key file of VM passwords (AES-256-GCM).
+    #[arg(long, env = "SPICETAP_PASSWORD_KEY", value_name = "FILE", requires = "db")]
+    password_key: Option<PathBuf>,
+    /// With --db: this node's name in the audit log and the session index
+    /// (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// Read options from this TOML file first: each key is a long option
+    /// (`listen = ["0.0.0.0:5900"]`, `capture = "/var/lib/spicetap"`,
+    /// `no_video = true`); options on the command line come after it, so a
+    /// single-valued one there wins and list options add up.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Append audit events (JSON lines) to FILE: connections, logins,
     /// denials, sessions. Never tokens or passwords.
     #[arg(long, value_name = "FILE")]
@@ -334,7 +527,14 @@ fn parse_channel(name: &str) -> Result<ChannelType> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let argv = match with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("spicetap: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     match cli.command {
         Command::Proxy(args) => proxy(*args).await,
         Command::Vv(args) => vv(args),
@@ -347,7 +547,280 @@ async fn main() -> Result<()> {
             }
         },
         Command::Render(args) => render(args),
+        Command::Db(c) => db_command(c).await,
+        Command::Target(c) => target_command(c).await,
+        Command::Token(c) => token_command(c).await,
+        Command::Sessions(args) => sessions_command(args).await,
+        Command::Man { out } => man_pages(&out),
     }
+}
+
+/// `spicetap proxy --config FILE ...`: the file's options are put before
+/// the command line's, as long options (`key = value` is `--key value`,
+/// `key = true` is `--key`, a list repeats the option).
+fn with_config_file(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
+    if args.get(1).is_none_or(|a| a != "proxy") {
+        return Ok(args);
+    }
+    let mut rest = Vec::new();
+    let mut file = None;
+    let mut it = args.iter().skip(2);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--config") => file = Some(PathBuf::from(it.next().context("--config needs a FILE")?)),
+            Some(x) if x.starts_with("--config=") => file = Some(PathBuf::from(&x["--config=".len()..])),
+            _ => rest.push(a.clone()),
+        }
+    }
+    let Some(file) = file else { return Ok(args) };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("--config {}", file.display()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("--config {}: {}", file.display(), spicetap::auth::targets::redact(e.message()))
+    })?;
+    let mut out: Vec<std::ffi::OsString> = vec![args[0].clone(), "proxy".into()];
+    for (key, value) in &table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let scalar = |v: &toml::Value| -> Result<String> {
+            Ok(match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                other => bail!("--config {}: {key}: unsupported value {}", file.display(), other.type_str()),
+            })
+        };
+        match value {
+            toml::Value::Boolean(true) => out.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::Array(items) => {
+                for item in items {
+                    out.push(flag.clone().into());
+                    out.push(scalar(item)?.into());
+                }
+            }
+            v => {
+                out.push(flag.into());
+                out.push(scalar(v)?.into());
+            }
+        }
+    }
+    out.extend(rest);
+    Ok(out)
+}
+
+/// Tells systemd the service is ready (`Type=notify`): `READY=1` to the
+/// datagram socket named by `$NOTIFY_SOCKET` (sd_notify(3)); nothing
+/// without it.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let sent = match path.to_str().and_then(|p| p.strip_prefix('@')) {
+        Some(abstract_name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(abstract_name.as_bytes())
+                .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+        }
+        None => socket.send_to(state.as_bytes(), &path),
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// This machine's host name (the default node name).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "node".into())
+}
+
+/// Who runs an admin command, for the audit log.
+fn operator(by: Option<String>) -> String {
+    by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into())
+}
+
+async fn db_command(c: DbCommand) -> Result<()> {
+    match c {
+        DbCommand::Migrate(db) => {
+            let mut client = fleet::connect(&db.db).await.context("connecting to the fleet database")?;
+            let applied = fleet::migrate::migrate(&mut client).await?;
+            let version = fleet::migrate::version(&client).await?;
+            println!("schema version {}; applied now: {applied:?}", version.unwrap_or(0));
+        }
+        DbCommand::Keygen { token_key, password_key } => {
+            fleet::secrets::Key::generate(&token_key)?;
+            fleet::secrets::Key::generate(&password_key)?;
+            println!(
+                "wrote {} and {} (mode 0600): give both to every node",
+                token_key.display(),
+                password_key.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn target_command(c: TargetCommand) -> Result<()> {
+    match c {
+        TargetCommand::Add(a) => {
+            let keys = a.db.keys()?;
+            let text = if a.password_file == Path::new("-") {
+                std::io::read_to_string(std::io::stdin()).context("reading the password from standard input")?
+            } else {
+                std::fs::read_to_string(&a.password_file)
+                    .with_context(|| format!("--password-file {}", a.password_file.display()))?
+            };
+            let password = text.lines().next().unwrap_or("").as_bytes().to_vec();
+            if password.len() > 60 {
+                bail!("the VM password is longer than 60 bytes (SPICE_MAX_PASSWORD_LENGTH)");
+            }
+            if a.upstream.is_none() && a.upstream_tls.is_none() {
+                bail!("give --upstream HOST:PORT and/or --upstream-tls HOST:PORT");
+            }
+            spicetap::auth::targets::parse_tls_channels(&a.upstream_tls_channels).map_err(anyhow::Error::msg)?;
+            let ca_pem = match &a.ca {
+                Some(p) => {
+                    let pem = std::fs::read_to_string(p).with_context(|| format!("--ca {}", p.display()))?;
+                    spicetap::tls::root_store_pem(&pem, &p.display().to_string())?;
+                    Some(pem)
+                }
+                None => None,
+            };
+            let t = fleet::store::NewTarget {
+                name: a.name.clone(),
+                upstream: a.upstream,
+                upstream_tls: a.upstream_tls,
+                ca_pem,
+                host_subject: a.host_subject,
+                upstream_tls_channels: a.upstream_tls_channels,
+                password,
+            };
+            let client = fleet::connect(&a.db.db).await.context("connecting to the fleet database")?;
+            fleet::store::add_target(&client, &keys, &t).await?;
+            println!("target {} stored", a.name);
+        }
+        TargetCommand::List { db, json } => {
+            let client = fleet::connect(&db.db).await.context("connecting to the fleet database")?;
+            let rows = fleet::store::list_targets(&client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:<20} {:<24} {:<24} {:>6}", "NAME", "UPSTREAM", "UPSTREAM_TLS", "TOKENS");
+                for r in rows {
+                    let addr = |a: Option<String>| a.unwrap_or_else(|| "-".into());
+                    println!(
+                        "{:<20} {:<24} {:<24} {:>6}",
+                        r.name,
+                        addr(r.upstream),
+                        addr(r.upstream_tls),
+                        r.live_tokens
+                    );
+                }
+            }
+        }
+        TargetCommand::Remove { db, name } => {
+            let mut client = fleet::connect(&db.db).await.context("connecting to the fleet database")?;
+            if !fleet::store::remove_target(&mut client, &name, &operator(None)).await? {
+                bail!("no target named {name:?}");
+            }
+            println!("target {name} removed; its tokens are revoked");
+        }
+    }
+    Ok(())
+}
+
+/// `90s`, `30m`, `1h`, `7d` as a duration.
+fn parse_ttl(text: &str) -> Result<time::Duration> {
+    let (n, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: i64 = n.parse().with_context(|| format!("--ttl {text:?}: a number and s, m, h or d"))?;
+    let seconds = match unit {
+        "s" => n,
+        "m" | "" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => bail!("--ttl {text:?}: a number and s, m, h or d"),
+    };
+    if seconds <= 0 {
+        bail!("--ttl must be positive");
+    }
+    Ok(time::Duration::seconds(seconds))
+}
+
+async fn token_command(c: TokenCommand) -> Result<()> {
+    match c {
+        TokenCommand::Issue(a) => {
+            let keys = a.db.keys()?;
+            let ttl = parse_ttl(&a.ttl)?;
+            let mut client = fleet::connect(&a.db.db).await.context("connecting to the fleet database")?;
+            let token = fleet::secrets::new_token();
+            let expires = time::OffsetDateTime::now_utc() + ttl;
+            let id = fleet::store::issue_token(&mut client, &keys, &token, &a.target, expires, &operator(a.by)).await?;
+            if a.vv {
+                print!("{}", vv_text(&a.target, &token, &a.client)?);
+            } else {
+                println!("{token}");
+            }
+            eprintln!("token {id} for target {} expires {}", a.target, spicetap::report::rfc3339(expires));
+        }
+        TokenCommand::Revoke { db, token, target, by } => {
+            let keys = db.keys()?;
+            let mut client = fleet::connect(&db.db).await.context("connecting to the fleet database")?;
+            let what = match (&token, &target) {
+                (Some(t), _) => fleet::store::Revoke::Token(t),
+                (None, Some(name)) => fleet::store::Revoke::Target(name),
+                (None, None) => bail!("give a token or --target NAME"),
+            };
+            let ids = fleet::store::revoke(&mut client, &keys, what, &operator(by)).await?;
+            if ids.is_empty() {
+                bail!("nothing to revoke (unknown or already revoked)");
+            }
+            println!("revoked token(s) {ids:?}; their channels close on every node");
+        }
+    }
+    Ok(())
+}
+
+async fn sessions_command(a: SessionsArgs) -> Result<()> {
+    let client = fleet::connect(&a.db.db).await.context("connecting to the fleet database")?;
+    let rows = fleet::store::sessions(&client, a.live, a.limit).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<12} {:<12} {:<10} {:<22} {:<25} {:<25} {:>3}  FOLDER",
+        "TARGET", "SESSION", "NODE", "CLIENT", "STARTED", "ENDED", "CH"
+    );
+    for r in rows {
+        println!(
+            "{:<12} {:<12} {:<10} {:<22} {:<25} {:<25} {:>3}  {}",
+            r.target.unwrap_or_default(),
+            r.session_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            r.node,
+            r.client.unwrap_or_default(),
+            r.started,
+            r.ended.unwrap_or_else(|| "live".into()),
+            r.channels,
+            r.folder.unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(())
+}
+
+/// `spicetap man`: spicetap.1 and spicetap-<command>.1 from the clap model.
+fn man_pages(out: &Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let cmd = Cli::command();
+    let write = |name: String, cmd: clap::Command| -> Result<()> {
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).title(name.to_uppercase()).render(&mut buf)?;
+        let path = out.join(format!("{name}.1"));
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))
+    };
+    for sub in cmd.get_subcommands() {
+        write(format!("spicetap-{}", sub.get_name()), sub.clone().name(format!("spicetap-{}", sub.get_name())))?;
+    }
+    write("spicetap".into(), cmd)?;
+    println!("man pages written to {}", out.display());
+    Ok(())
 }
 
 async fn proxy(args: ProxyArgs) -> Result<()> {
@@ -361,8 +834,8 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     if !token_mode && args.upstream.is_none() && args.upstream_tls.is_none() {
         bail!("give --upstream HOST:PORT and/or --upstream-tls HOST:PORT");
     }
-    if token_mode && args.targets.is_none() {
-        bail!("--auth tokens needs --targets FILE");
+    if token_mode && args.targets.is_none() && args.db.is_none() {
+        bail!("--auth tokens needs --targets FILE or --db URL");
     }
     if args.max_connections == 0 {
         bail!("--max-connections must be at least 1");
@@ -427,22 +900,43 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     } else {
         Upstream::new(args.upstream.clone(), tls_upstream, tls_channels)?
     };
-    let tokens = match (&args.targets, token_mode) {
-        (Some(path), true) => {
-            let targets = Targets::load(path)?;
-            tracing::info!(file = %path.display(), targets = targets.len(), "token mode");
-            let audit = match &args.audit_log {
-                Some(p) => Some(AuditLog::open(p).with_context(|| format!("opening audit log {}", p.display()))?),
-                None => None,
-            };
-            Some(std::sync::Arc::new(TokenAuth {
-                targets: std::sync::Arc::new(targets),
-                keys: std::sync::Arc::new(KeyPool::start(4)?),
-                limiter: FailureLimiter::default(),
-                audit,
-            }))
-        }
-        _ => None,
+    let tokens = if token_mode {
+        let mut audit = match &args.audit_log {
+            Some(p) => Some(AuditLog::open(p).with_context(|| format!("opening audit log {}", p.display()))?),
+            None => None,
+        };
+        let targets = match (&args.targets, &args.db) {
+            (Some(path), _) => {
+                let targets = Targets::load(path)?;
+                tracing::info!(file = %path.display(), targets = targets.len(), "token mode");
+                TargetSource::File(std::sync::Arc::new(targets))
+            }
+            (None, Some(url)) => {
+                let keys = DbArgs {
+                    db: url.clone(),
+                    token_key: args.token_key.clone(),
+                    password_key: args.password_key.clone(),
+                }
+                .keys()?;
+                let node = args.node.clone().unwrap_or_else(host_name);
+                let fleet = Fleet::start(url.clone(), node.clone(), keys);
+                tracing::info!(%node, "token mode from the fleet database");
+                if !fleet.connected(std::time::Duration::from_secs(5)).await {
+                    tracing::warn!("fleet database not reachable yet; token logins are refused until it is");
+                }
+                audit = Some(audit.unwrap_or_default().with_sink(fleet.clone()));
+                TargetSource::Fleet(fleet)
+            }
+            (None, None) => unreachable!("checked above"),
+        };
+        Some(std::sync::Arc::new(TokenAuth {
+            targets,
+            keys: std::sync::Arc::new(KeyPool::start(4)?),
+            limiter: FailureLimiter::default(),
+            audit,
+        }))
+    } else {
+        None
     };
 
     // SPICE_DISPLAY_CAP_CODEC_* bits (spice-protocol protocol.h).
@@ -541,6 +1035,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         share_dir,
     };
     let proxy = Proxy::bind(config).await.context("starting the proxy")?;
+    notify_systemd("READY=1");
     let sessions = proxy.sessions();
     let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
     if let Some(addr) = args.http {
@@ -762,8 +1257,14 @@ fn vv(args: VvArgs) -> Result<()> {
         Lookup::Expired(t) => bail!("the token of target {:?} has expired", t.name),
         Lookup::Unknown => bail!("no target in {} has this token", args.targets.display()),
     };
+    print!("{}", vv_text(&target.name, &String::from_utf8_lossy(target.token()), &args.client)?);
+    Ok(())
+}
+
+/// A virt-viewer connection file leading to spicetap with `token`.
+fn vv_text(title: &str, token: &str, args: &VvClientArgs) -> Result<String> {
     let mut out = String::from("[virt-viewer]\ntype=spice\n");
-    out.push_str(&format!("title={}\n", target.name));
+    out.push_str(&format!("title={title}\n"));
     out.push_str(&format!("host={}\n", args.proxy_host));
     let port = args.port.or(if args.tls_port.is_none() { Some(5900) } else { None });
     if let Some(p) = port {
@@ -783,9 +1284,8 @@ fn vv(args: VvArgs) -> Result<()> {
             out.push_str("secure-channels=all\n");
         }
     }
-    out.push_str(&format!("password={}\n", String::from_utf8_lossy(target.token())));
-    print!("{out}");
-    Ok(())
+    out.push_str(&format!("password={token}\n"));
+    Ok(out)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -47,6 +47,9 @@ pub struct AuditEvent {
     /// SPICE session id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_id: Option<u32>,
+    /// Token id in the fleet database (`--db`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<i64>,
     /// Bytes from client to server.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub c2s_bytes: Option<u64>,
@@ -55,13 +58,33 @@ pub struct AuditEvent {
     pub s2c_bytes: Option<u64>,
 }
 
-/// The sending side of the audit log.
-#[derive(Debug, Clone)]
+/// Another place audit events go besides the file (the fleet database of
+/// `--db`). `record` must not block: it queues.
+pub trait AuditSink: Send + Sync {
+    /// Queues one event (its `time` is set).
+    fn record(&self, ev: &AuditEvent);
+}
+
+/// The sending side of the audit log: a JSON-lines file, a sink, or both.
+#[derive(Clone, Default)]
 pub struct AuditLog {
-    tx: SyncSender<AuditEvent>,
+    tx: Option<SyncSender<AuditEvent>>,
+    sink: Option<std::sync::Arc<dyn AuditSink>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("file", &self.tx.is_some()).field("sink", &self.sink.is_some()).finish()
+    }
 }
 
 impl AuditLog {
+    /// Also sends every event to `sink`.
+    pub fn with_sink(mut self, sink: std::sync::Arc<dyn AuditSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
     /// Opens `path` for appending and starts the writer thread.
     ///
     /// # Errors
@@ -78,13 +101,17 @@ impl AuditLog {
                 }
             }
         })?;
-        Ok(Self { tx })
+        Ok(Self { tx: Some(tx), sink: None })
     }
 
     /// Queues an event, stamped with the current time.
     pub fn record(&self, mut ev: AuditEvent) {
         ev.time = rfc3339(OffsetDateTime::now_utc());
-        match self.tx.try_send(ev) {
+        if let Some(sink) = &self.sink {
+            sink.record(&ev);
+        }
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(ev) {
             Ok(()) => {}
             Err(TrySendError::Full(ev)) => tracing::error!(event = ev.event, "audit log queue full; event dropped"),
             Err(TrySendError::Disconnected(_)) => tracing::error!("audit log writer stopped"),

@@ -153,12 +153,12 @@ pub struct Targets {
 
 /// Common caps spice-server 0.15 sets on every channel: auth selection,
 /// SPICE ticket auth, mini header.
-const SERVER_COMMON_CAPS: u32 = 0b1011;
+pub const SERVER_COMMON_CAPS: u32 = 0b1011;
 
 /// Channel caps spice-server 0.15.1 (QEMU 7.2, Debian bookworm) answers,
 /// read from its link replies (main, display, inputs, cursor, usbredir) and
 /// from spice-server `sound.c` for playback and record.
-fn default_caps(ct: ChannelType) -> Vec<u32> {
+pub fn default_caps(ct: ChannelType) -> Vec<u32> {
     match ct {
         // SEMI_SEAMLESS_MIGRATE, NAME_AND_UUID, AGENT_CONNECTED_TOKENS, SEAMLESS_MIGRATE
         ChannelType::MAIN => vec![0b1111],
@@ -215,21 +215,7 @@ impl Targets {
                         .map_err(|_| bad(format!("expires {d} is not a full RFC 3339 date-time with offset")))?,
                 ),
             };
-            let channels = match t.upstream_tls_channels.as_deref() {
-                None | Some("auto") => TlsChannels::Auto,
-                Some("all") => TlsChannels::All,
-                Some("none") => TlsChannels::None,
-                Some(list) => TlsChannels::List(
-                    list.split(',')
-                        .map(|c| {
-                            (1..=11)
-                                .map(ChannelType)
-                                .find(|ct| ct.name() == c)
-                                .ok_or_else(|| bad(format!("unknown channel {c:?}")))
-                        })
-                        .collect::<Result<_, _>>()?,
-                ),
-            };
+            let channels = parse_tls_channels(t.upstream_tls_channels.as_deref().unwrap_or("auto")).map_err(bad)?;
             let tls = match &t.upstream_tls {
                 None => None,
                 Some(address) => {
@@ -299,6 +285,26 @@ impl Targets {
             .cloned()
             .unwrap_or_else(|| Caps { common: vec![SERVER_COMMON_CAPS], channel: default_caps(ct) })
     }
+}
+
+/// Parses an `upstream_tls_channels` value: `auto`, `all`, `none` or a
+/// comma-separated list of channel type names.
+///
+/// # Errors
+/// The unknown channel name, as a message.
+pub fn parse_tls_channels(value: &str) -> Result<TlsChannels, String> {
+    Ok(match value {
+        "auto" => TlsChannels::Auto,
+        "all" => TlsChannels::All,
+        "none" => TlsChannels::None,
+        list => TlsChannels::List(
+            list.split(',')
+                .map(|c| {
+                    (1..=11).map(ChannelType).find(|ct| ct.name() == c).ok_or_else(|| format!("unknown channel {c:?}"))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
 }
 
 /// Removes quoted values from a TOML parser message, so a typo next to a

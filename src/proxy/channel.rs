@@ -21,9 +21,11 @@ use tracing::Instrument;
 use super::io::BoxedStream;
 use super::link_stage::{self, LinkEnd, LinkPolicy, LinkStage};
 use super::relay::{MessageFilter, Observer, RelayEnd, SessionIdHook, relay};
-use super::token_link::{self, TokenAuth, TokenOutcome};
+use super::token_link::{self, TargetSource, TokenAuth, TokenOutcome};
 use super::upstream::Upstream;
 use crate::auth::audit::{AuditEvent, AuditLog};
+use crate::fleet::Fleet;
+use crate::fleet::store::IndexRow;
 use crate::framing::Framer;
 use crate::inject::share::ShareConfig;
 use crate::inject::usb_channel::UsbDiskConfig;
@@ -197,6 +199,7 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
         opened,
         accepted,
         audit: shared.tokens.as_ref().and_then(|t| t.audit.clone()),
+        index: index_row(&shared, token.as_ref(), &stage, peer, opened),
     };
     // Channels other than a new main channel know their session now.
     let main_pending = ct == ChannelType::MAIN && stage.mess.connection_id == 0;
@@ -262,11 +265,7 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
             let inject_to = match (wanted, &token) {
                 (false, _) => None,
                 (true, None) => Some((shared.upstream.clone(), None)),
-                (true, Some(t)) => t
-                    .target
-                    .as_deref()
-                    .and_then(|name| shared.tokens.as_ref()?.targets.by_name(name))
-                    .map(|target| (target.upstream.clone(), Some(target.password().to_vec()))),
+                (true, Some(t)) => t.reached.as_ref().map(|r| (r.upstream.clone(), Some(r.password.to_vec()))),
             };
             let injector = match (inject_to, framing) {
                 (Some((upstream, password)), Some(kind)) if ct == ChannelType::MAIN => {
@@ -299,8 +298,19 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
                 }
                 _ => None,
             };
-            let (first, reason, error) =
-                relay_both(client, upstream, &mut c2s, &mut s2c, filter.as_mut(), &shared.shutdown).await;
+            // A revoked token (fleet database) stops the relay like a
+            // proxy shutdown does.
+            let revocation = token.as_ref().and_then(|t| t.reached.as_ref()?.revocation.clone());
+            let stop = match &revocation {
+                None => shared.shutdown.clone(),
+                Some(r) => stop_on_either(shared.shutdown.clone(), r.revoked.clone()),
+            };
+            let (first, mut reason, error) =
+                relay_both(client, upstream, &mut c2s, &mut s2c, filter.as_mut(), &stop).await;
+            if reason == "proxy_shutdown" && revocation.is_some_and(|r| *r.revoked.borrow()) {
+                tracing::info!("token revoked; channel closed");
+                reason = "revoked";
+            }
             let _ = stop_tx.send(true);
             if token.is_some() {
                 report.migrate_messages_withheld = filter.map(|f| f.dropped);
@@ -339,6 +349,17 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
     let (target, c2s_bytes, s2c_bytes) =
         (report.target.clone(), report.client_to_server.bytes, report.server_to_client.bytes);
     let session = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some((fleet, row)) = &binder.index {
+        fleet.index(IndexRow {
+            session_id: session.as_ref().map(|s| s.id),
+            folder: session.as_ref().and_then(|s| s.folder.as_ref()).map(|f| f.display().to_string()),
+            closed: Some(OffsetDateTime::now_utc()),
+            c2s_bytes: Some(c2s_bytes),
+            s2c_bytes: Some(s2c_bytes),
+            end_reason: Some(reason.to_string()),
+            ..row.clone()
+        });
+    }
     let mut capture_lost = report.capture_loss.is_some();
     if let Some(c) = &capture {
         let mut c = c.lock().unwrap_or_else(PoisonError::into_inner);
@@ -366,6 +387,7 @@ async fn serve_linked(client: BoxedStream, peer: SocketAddr, shared: Arc<Shared>
             };
             audit.record(AuditEvent {
                 event: "channel_ended",
+                reason: Some(reason.to_string()),
                 channel: Some(ct.name().into_owned()),
                 c2s_bytes: Some(c2s_bytes),
                 s2c_bytes: Some(s2c_bytes),
@@ -559,6 +581,21 @@ async fn inject_channel(
     shared.sessions.leave(&session);
 }
 
+/// A stop signal that turns `true` when either `a` or `b` does; the task
+/// behind it ends then, or when every receiver is gone.
+fn stop_on_either(mut a: watch::Receiver<bool>, mut b: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(*a.borrow() || *b.borrow());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = a.wait_for(|v| *v) => {}
+            _ = b.wait_for(|v| *v) => {}
+            () = tx.closed() => return,
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
 /// `SPICE_MSG_MAIN_MIGRATE_*` (spice-protocol `enums.h`): BEGIN 101,
 /// CANCEL 102, SWITCH_HOST 111, END 112, BEGIN_SEAMLESS 116,
 /// DST_SEAMLESS_ACK 117, DST_SEAMLESS_NACK 118.
@@ -631,6 +668,38 @@ struct Binder {
     opened: OffsetDateTime,
     accepted: SystemTime,
     audit: Option<AuditLog>,
+    /// The fleet database's session index, and this channel's row.
+    index: Option<(Arc<Fleet>, IndexRow)>,
+}
+
+/// The session index row of a channel whose token the fleet database
+/// accepted (`--db`); `None` otherwise.
+fn index_row(
+    shared: &Shared,
+    token: Option<&TokenOutcome>,
+    stage: &LinkStage,
+    peer: SocketAddr,
+    opened: OffsetDateTime,
+) -> Option<(Arc<Fleet>, IndexRow)> {
+    let TargetSource::Fleet(fleet) = &shared.tokens.as_ref()?.targets else { return None };
+    let reached = token?.reached.as_ref()?;
+    let row = IndexRow {
+        channel_key: rand::random(),
+        node: fleet.node().to_string(),
+        session_id: None,
+        target: token?.target.clone(),
+        token_id: reached.token_id,
+        client: peer.to_string(),
+        channel: stage.mess.channel_type.name().into_owned(),
+        channel_id: stage.mess.channel_id,
+        folder: None,
+        opened,
+        closed: None,
+        c2s_bytes: None,
+        s2c_bytes: None,
+        end_reason: None,
+    };
+    Some((fleet.clone(), row))
 }
 
 impl Binder {
@@ -652,6 +721,10 @@ impl Binder {
         if let (Some(c), Some(tap)) = (&self.capture, &session.tap) {
             tap.reports().channel_opened(self.key, Box::new(self.report.clone()));
             c.lock().unwrap_or_else(PoisonError::into_inner).attach(tap, self.channel_id, self.accepted);
+        }
+        if let Some((fleet, row)) = &self.index {
+            let folder = session.folder.as_ref().map(|f| f.display().to_string());
+            fleet.index(IndexRow { session_id: Some(id), folder, ..row.clone() });
         }
         tracing::debug!(session_id = id, "channel joined session");
         session.channels.lock().unwrap_or_else(PoisonError::into_inner).push(self.live.clone());

@@ -33,23 +33,64 @@ use super::link_stage::{
 };
 use crate::auth::audit::{AuditEvent, AuditLog};
 use crate::auth::ratelimit::FailureLimiter;
-use crate::auth::targets::{Lookup, Targets};
+use crate::auth::targets::{Lookup, SERVER_COMMON_CAPS, Targets, default_caps};
 use crate::auth::ticket::{KeyPool, encrypt_ticket};
+use crate::fleet::{Fleet, FleetLookup, Revocation};
 use crate::limits::LINK_TIMEOUT;
 use crate::link::{Caps, HeaderKind, LinkHeader, LinkReply, auth_selection, clear_channel_caps};
 use crate::protocol::{
     ChannelType, Direction, LinkErr, SPICE_AUTH_SPICE, SPICE_TICKET_BYTES, channel_cap_names_of, common_cap_names,
 };
+use crate::proxy::upstream::Upstream;
 
 /// `SPICE_MAIN_CAP_SEMI_SEAMLESS_MIGRATE` and `SPICE_MAIN_CAP_SEAMLESS_MIGRATE`
 /// (spice-protocol `protocol.h`): removed from main-channel link messages in
 /// token mode, so the VM never tells the client where to migrate.
 const MIGRATION_CAPS: u32 = (1 << 0) | (1 << 3);
 
+/// Where token mode finds targets.
+#[derive(Debug, Clone)]
+pub enum TargetSource {
+    /// A targets file (one node).
+    File(Arc<Targets>),
+    /// The fleet database (`--db`): tokens by keyed hash, revocations pushed.
+    Fleet(Arc<Fleet>),
+}
+
+impl TargetSource {
+    /// The caps spicetap advertises to clients for channel type `ct`.
+    pub fn advertised_caps(&self, ct: ChannelType) -> Caps {
+        match self {
+            Self::File(t) => t.advertised_caps(ct),
+            Self::Fleet(_) => Caps { common: vec![SERVER_COMMON_CAPS], channel: default_caps(ct) },
+        }
+    }
+}
+
+/// The VM a valid token reached, for the rest of the connection (the
+/// channels spicetap links itself use its upstream and password).
+#[derive(Clone)]
+pub struct Reached {
+    /// How to reach the VM.
+    pub upstream: Arc<Upstream>,
+    /// The VM's SPICE password.
+    pub password: Arc<[u8]>,
+    /// The token's id in the fleet database.
+    pub token_id: Option<i64>,
+    /// Turns `true` when the token is revoked (fleet database only).
+    pub revocation: Option<Revocation>,
+}
+
+impl std::fmt::Debug for Reached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reached").field("token_id", &self.token_id).finish_non_exhaustive()
+    }
+}
+
 /// Token mode's shared state.
 pub struct TokenAuth {
-    /// The targets file.
-    pub targets: Arc<Targets>,
+    /// The targets file or the fleet database.
+    pub targets: TargetSource,
     /// Fresh RSA keys.
     pub keys: Arc<KeyPool>,
     /// Failed authentications per address.
@@ -69,6 +110,8 @@ pub struct TokenOutcome {
     pub removed_caps: Vec<String>,
     /// The VM's caps, as its link reply gave them.
     pub vm_caps: Option<Caps>,
+    /// The VM reached, when the token was valid.
+    pub reached: Option<Reached>,
     /// How the advertised caps differ from the VM's.
     pub caps_differences: Vec<String>,
 }
@@ -137,7 +180,8 @@ pub async fn run(
     if let Some(target) = &outcome.target
         && matches!(end, LinkEnd::Linked { .. })
     {
-        auth.audit(AuditEvent { target: Some(target.clone()), ..event("authenticated") });
+        let token_id = outcome.reached.as_ref().and_then(|r| r.token_id);
+        auth.audit(AuditEvent { target: Some(target.clone()), token_id, ..event("authenticated") });
     }
     Ok((stage, end, outcome))
 }
@@ -194,18 +238,68 @@ async fn authenticate_and_link(
         Ok(t) => t,
         Err(_) => return deny(client, auth, peer, stage, outcome, "ticket does not decrypt").await,
     };
-    let target = match auth.targets.lookup(&token.0, OffsetDateTime::now_utc()) {
-        Lookup::Found(t) => t,
-        Lookup::Unknown => return deny(client, auth, peer, stage, outcome, "unknown token").await,
-        Lookup::Expired(t) => {
-            outcome.target = Some(t.name.clone());
-            return deny(client, auth, peer, stage, outcome, "expired token").await;
-        }
+    let (name, reached) = match &auth.targets {
+        TargetSource::File(targets) => match targets.lookup(&token.0, OffsetDateTime::now_utc()) {
+            Lookup::Found(t) => (
+                t.name.clone(),
+                Reached {
+                    upstream: t.upstream.clone(),
+                    password: t.password().into(),
+                    token_id: None,
+                    revocation: None,
+                },
+            ),
+            Lookup::Unknown => return deny(client, auth, peer, stage, outcome, "unknown token").await,
+            Lookup::Expired(t) => {
+                outcome.target = Some(t.name.clone());
+                return deny(client, auth, peer, stage, outcome, "expired token").await;
+            }
+        },
+        TargetSource::Fleet(fleet) => match fleet.lookup(&token.0).await {
+            FleetLookup::Found(t) => (
+                t.name,
+                Reached {
+                    upstream: t.upstream,
+                    password: t.password.into(),
+                    token_id: Some(t.token_id),
+                    revocation: Some(t.revocation),
+                },
+            ),
+            FleetLookup::Unknown => return deny(client, auth, peer, stage, outcome, "unknown token").await,
+            FleetLookup::Expired(name) => {
+                outcome.target = Some(name);
+                return deny(client, auth, peer, stage, outcome, "expired token").await;
+            }
+            FleetLookup::Revoked(name) => {
+                outcome.target = Some(name);
+                return deny(client, auth, peer, stage, outcome, "revoked token").await;
+            }
+            FleetLookup::Unavailable(why) => {
+                // Fail closed, and do not count it against the client.
+                tracing::error!(client = %peer, error = %why, "fleet database unavailable; login refused");
+                let reason = "fleet database unavailable";
+                auth.audit(AuditEvent {
+                    event: "denied",
+                    client: peer.to_string(),
+                    channel: Some(stage.mess.channel_type.name().into_owned()),
+                    reason: Some(reason.into()),
+                    ..AuditEvent::default()
+                });
+                outcome.denied = Some(reason.into());
+                return result_to_client(client, stage, LinkErr::PERMISSION_DENIED, None).await;
+            }
+            FleetLookup::Unusable(why) => {
+                tracing::error!(client = %peer, error = %why, "target unusable on this node");
+                return result_to_client(client, stage, LinkErr::ERROR, Some(why)).await;
+            }
+        },
     };
     drop(token);
     auth.limiter.succeeded(peer.ip());
-    outcome.target = Some(target.name.clone());
-    tracing::info!(target = %target.name, "token accepted");
+    outcome.target = Some(name.clone());
+    tracing::info!(target = %name, token_id = reached.token_id, "token accepted");
+    let target = reached.clone();
+    outcome.reached = Some(reached);
 
     // The link message to the VM: the client's, without migration caps
     // (main) or the video codecs `--stream-codecs` leaves out (display).
@@ -239,7 +333,7 @@ async fn authenticate_and_link(
         Err(e) => return result_to_client(client, stage, LinkErr::ERROR, Some(format!("VM link reply: {e}"))).await,
     };
     if vm_reply.error != LinkErr::OK {
-        tracing::warn!(target = %target.name, link_error = %vm_reply.error, "VM refused the link");
+        tracing::warn!(target = %name, link_error = %vm_reply.error, "VM refused the link");
         return result_to_client(client, stage, vm_reply.error, None).await;
     }
     outcome.caps_differences = caps_differences(ct, &advertised, &vm_reply.caps);
@@ -255,7 +349,7 @@ async fn authenticate_and_link(
 
     // Authenticate to the VM with its own password, as spice-gtk would.
     let pub_key = &vm_reply_bytes[LinkHeader::SIZE + 4..LinkHeader::SIZE + 4 + 162];
-    let vm_ticket = match encrypt_ticket(pub_key, target.password()) {
+    let vm_ticket = match encrypt_ticket(pub_key, &target.password) {
         Ok(t) => t,
         Err(e) => return result_to_client(client, stage, LinkErr::ERROR, Some(format!("VM ticket: {e}"))).await,
     };
@@ -272,7 +366,7 @@ async fn authenticate_and_link(
         Err(e) => return result_to_client(client, stage, LinkErr::ERROR, Some(format!("VM link result: {e}"))).await,
     };
     if vm_result != LinkErr::OK {
-        tracing::warn!(target = %target.name, link_error = %vm_result, "VM refused the password in the targets file");
+        tracing::warn!(target = %name, link_error = %vm_result, "VM refused the target's password");
         return result_to_client(client, stage, vm_result, None).await;
     }
     let ok = Bytes::copy_from_slice(&LinkErr::OK.0.to_le_bytes());

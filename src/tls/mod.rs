@@ -120,6 +120,24 @@ pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// Reads every certificate of PEM text into a root store (`name` only
+/// names it in errors).
+///
+/// # Errors
+/// [`TlsError::Ca`] when the text holds no usable certificate.
+pub fn root_store_pem(pem: &str, name: &str) -> Result<RootCertStore, TlsError> {
+    let ca_err = |detail: String| TlsError::Ca { path: name.to_string(), detail };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        let cert = cert.map_err(|e| ca_err(e.to_string()))?;
+        roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_err("no CERTIFICATE block".into()));
+    }
+    Ok(roots)
+}
+
 /// The upstream TLS configuration: trust `ca` (or the system bundle
 /// `/etc/ssl/certs/ca-certificates.crt` without one) and check as `verify`
 /// says.
@@ -127,16 +145,35 @@ pub fn root_store(path: &Path) -> Result<RootCertStore, TlsError> {
 /// # Errors
 /// [`TlsError`] when the CA file is unusable.
 pub fn client_config(ca: Option<&Path>, verify: UpstreamVerify) -> Result<Arc<ClientConfig>, TlsError> {
+    let ca = ca.unwrap_or_else(|| Path::new("/etc/ssl/certs/ca-certificates.crt"));
+    client_config_with(verify, || Ok((root_store(ca)?, ca.display().to_string())))
+}
+
+/// As [`client_config`], the CA given as PEM text (a target of the fleet
+/// database); the system bundle without one.
+///
+/// # Errors
+/// [`TlsError`] when the CA is unusable.
+pub fn client_config_pem(ca_pem: Option<&str>, verify: UpstreamVerify) -> Result<Arc<ClientConfig>, TlsError> {
+    match ca_pem {
+        None => client_config(None, verify),
+        Some(pem) => client_config_with(verify, || Ok((root_store_pem(pem, "target CA")?, "target CA".into()))),
+    }
+}
+
+fn client_config_with(
+    verify: UpstreamVerify,
+    roots: impl FnOnce() -> Result<(RootCertStore, String), TlsError>,
+) -> Result<Arc<ClientConfig>, TlsError> {
     let provider = provider();
     let algorithms = provider.signature_verification_algorithms;
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
         UpstreamVerify::Insecure => Arc::new(AcceptAny { algorithms }),
         verify => {
-            let ca = ca.unwrap_or_else(|| Path::new("/etc/ssl/certs/ca-certificates.crt"));
-            let roots = Arc::new(root_store(ca)?);
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            let (roots, name) = roots()?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| TlsError::Ca { path: ca.display().to_string(), detail: e.to_string() })?;
+                .map_err(|e| TlsError::Ca { path: name, detail: e.to_string() })?;
             match verify {
                 UpstreamVerify::Subject(subject) => Arc::new(SubjectVerifier { webpki, subject }),
                 _ => webpki,

@@ -8,6 +8,7 @@
 
 pub mod browser;
 pub mod fake_server;
+pub mod postgres;
 pub mod webdriver;
 
 use std::collections::BTreeMap;
@@ -773,12 +774,18 @@ pub fn link_finish(mut s: TcpStream, reply: &[u8]) -> TcpStream {
 /// Sends the auth mechanism and an empty-password ticket; returns the link
 /// result (`SpiceLinkErr`).
 pub fn link_result(s: &mut TcpStream, reply: &[u8]) -> u32 {
+    link_result_password(s, reply, "")
+}
+
+/// As [`link_result`], with `password` as the ticket.
+pub fn link_result_password(s: &mut TcpStream, reply: &[u8], password: &str) -> u32 {
     s.write_all(&1u32.to_le_bytes()).unwrap();
-    // An empty password, RSA-OAEP (SHA-1) under the server's key, as
-    // spice-gtk sends it when there is no password.
+    // The password and a NUL, RSA-OAEP (SHA-1) under the server's key, as
+    // spice-gtk sends it.
     use rsa::pkcs8::DecodePublicKey;
     let key = rsa::RsaPublicKey::from_public_key_der(&reply[4..4 + 162]).expect("server public key");
-    let ticket = key.encrypt(&mut rand::thread_rng(), rsa::Oaep::new::<sha1::Sha1>(), b"\0").unwrap();
+    let plain = [password.as_bytes(), b"\0"].concat();
+    let ticket = key.encrypt(&mut rand::thread_rng(), rsa::Oaep::new::<sha1::Sha1>(), &plain[..]).unwrap();
     s.write_all(&ticket).unwrap();
     let mut result = [0u8; 4];
     s.read_exact(&mut result).unwrap();
