@@ -260,7 +260,13 @@ struct DiffArgs {
 
 #[derive(Debug, Args)]
 struct InspectArgs {
-    /// A session folder written by `spicetap proxy --capture`.
+    /// A session folder written by `spicetap proxy --capture`; several
+    /// folders of one session (its parts recorded on several fleet nodes)
+    /// are read as one.
+    #[arg(required = true, num_args = 1..)]
+    sessions: Vec<PathBuf>,
+    /// The folder read (several are joined), set by `main`.
+    #[arg(skip)]
     session: PathBuf,
     /// Only these channels: type names (display) or type-id (display-0).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
@@ -284,7 +290,12 @@ struct InspectArgs {
 #[derive(Debug, Args)]
 struct RenderArgs {
     /// A session folder written by `spicetap proxy --capture`, or a display
-    /// pcap file.
+    /// pcap file; several folders of one session (its parts recorded on
+    /// several fleet nodes) are read as one (PNGs go to the first).
+    #[arg(required = true, num_args = 1..)]
+    sessions: Vec<PathBuf>,
+    /// The folder read (several are joined), set by `main`.
+    #[arg(skip)]
     session: PathBuf,
     /// Display channel id.
     #[arg(long, default_value_t = 0)]
@@ -538,7 +549,11 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Proxy(args) => proxy(*args).await,
         Command::Vv(args) => vv(args),
-        Command::Inspect(args) => inspect(&args),
+        Command::Inspect(mut args) => {
+            let joined = JoinedFolders::new(&args.sessions)?;
+            args.session = joined.path().to_path_buf();
+            inspect(&args)
+        }
         Command::Diff(args) => match diff(&args) {
             Ok(equal) => std::process::exit(if equal { 0 } else { 1 }),
             Err(e) => {
@@ -546,7 +561,11 @@ async fn main() -> Result<()> {
                 std::process::exit(2)
             }
         },
-        Command::Render(args) => render(args),
+        Command::Render(mut args) => {
+            let joined = JoinedFolders::new(&args.sessions)?;
+            args.session = joined.path().to_path_buf();
+            render(args)
+        }
         Command::Db(c) => db_command(c).await,
         Command::Target(c) => target_command(c).await,
         Command::Token(c) => token_command(c).await,
@@ -623,6 +642,60 @@ fn notify_systemd(state: &str) {
     };
     if let Err(e) = sent {
         tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Several session folders of one session (its parts recorded on several
+/// fleet nodes) seen as one: a temporary folder of symbolic links to every
+/// pcap and the first `session.json`, removed on drop. One folder (or a
+/// file) is used as it is.
+struct JoinedFolders {
+    path: PathBuf,
+    temporary: bool,
+}
+
+impl JoinedFolders {
+    fn new(folders: &[PathBuf]) -> Result<Self> {
+        if let [one] = folders {
+            return Ok(Self { path: one.clone(), temporary: false });
+        }
+        let path =
+            std::env::temp_dir().join(format!("spicetap-joined-{}-{}", std::process::id(), rand::random::<u32>()));
+        std::fs::create_dir(&path).with_context(|| format!("creating {}", path.display()))?;
+        let me = Self { path, temporary: true };
+        for folder in folders {
+            let entries = std::fs::read_dir(folder).with_context(|| format!("reading {}", folder.display()))?;
+            for e in entries {
+                let e = e?;
+                let name = e.file_name();
+                let is_pcap = name.to_string_lossy().ends_with(".pcap");
+                if !(is_pcap || name == "session.json") {
+                    continue;
+                }
+                let link = me.path.join(&name);
+                if link.symlink_metadata().is_ok() {
+                    if is_pcap {
+                        tracing::warn!(pcap = %e.path().display(), "a channel of this name is in an earlier folder; left out");
+                    }
+                    continue;
+                }
+                let target = std::path::absolute(e.path())?;
+                std::os::unix::fs::symlink(&target, &link).with_context(|| format!("linking {}", link.display()))?;
+            }
+        }
+        Ok(me)
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for JoinedFolders {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -1140,7 +1213,8 @@ fn inspect(args: &InspectArgs) -> Result<()> {
 /// a PNG at every MARK and at each time.
 fn render_snapshots(args: &RenderArgs, pcap: &std::path::Path, channel_type: Option<ChannelType>) -> Result<()> {
     use spicetap::render::offline::{self, Snapshot};
-    let default_dir = if args.session.is_dir() { args.session.clone() } else { PathBuf::from(".") };
+    let first = &args.sessions[0];
+    let default_dir = if first.is_dir() { first.clone() } else { PathBuf::from(".") };
     let time_dir = args.png_dir.clone().unwrap_or(default_dir);
     let times: Vec<std::time::Duration> = if args.at.len() > 1 {
         std::fs::create_dir_all(&time_dir).with_context(|| format!("--png-dir {}", time_dir.display()))?;
@@ -1218,7 +1292,8 @@ fn render(args: RenderArgs) -> Result<()> {
         }
     };
     let png = args.png.unwrap_or_else(|| {
-        let dir = if args.session.is_dir() { args.session.clone() } else { PathBuf::from(".") };
+        let first = &args.sessions[0];
+        let dir = if first.is_dir() { first.clone() } else { PathBuf::from(".") };
         dir.join(format!("display-{}.png", args.display))
     });
     offline::write_png(&surface, &png)?;

@@ -222,6 +222,24 @@ fn a_session_split_over_two_nodes_is_indexed_and_revoked_within_a_second() {
     assert!(revoked.trim().parse::<usize>().unwrap() >= 2, "channels closed as revoked on both nodes: {revoked}");
     assert!(fleet.pg.sql("SELECT count(*) FROM sessions WHERE ended IS NULL").trim() == "0");
 
+    // render and inspect read the session from both nodes' folders as one.
+    let folders: Vec<String> = rows.iter().map(|r| r["folder"].as_str().unwrap().to_string()).collect();
+    let summary = Command::new(SPICETAP).args(["inspect", "--summary"]).args(&folders).output().unwrap();
+    assert!(summary.status.success(), "{}", String::from_utf8_lossy(&summary.stderr));
+    let summary = String::from_utf8_lossy(&summary.stdout);
+    for ch in ["main-0", "display-0", "inputs-0", "cursor-0"] {
+        assert!(summary.contains(ch), "inspect of both folders shows {ch}:\n{summary}");
+    }
+    let png = dir.path.join("split.png");
+    let render = Command::new(SPICETAP)
+        .args(["render", "--cursor", "--png", png.to_str().unwrap()])
+        .args(&folders)
+        .output()
+        .unwrap();
+    assert!(render.status.success(), "render of both folders: {}", String::from_utf8_lossy(&render.stderr));
+    let (w, h, _) = read_png(&png);
+    assert!(w >= 640 && h >= 400, "{w}x{h}");
+
     // Nothing secret in the database: no token, no VM password.
     let dump = fleet.pg.dump();
     assert!(dump.contains("token_issued"), "the dump holds the audit table");
