@@ -14,11 +14,12 @@
 //!   AES-256-GCM; both keys are files on the nodes, never in the database.
 //! - [`migrate`]: the schema, versioned in `src/fleet/migrations/`.
 //! - [`store`]: the rows and statements (admin commands and nodes).
-//! - [`Fleet`]: a node's connection. One task keeps it up (reconnecting
-//!   with back-off) and listens for revocations; one task writes audit
-//!   events and index rows from a bounded queue, so a slow or absent
-//!   database never blocks a channel. Token lookups fail closed while the
-//!   database is away.
+//! - [`Fleet`]: a node's connections. One task keeps the lookup
+//!   connection up (reconnecting with back-off) and listens for
+//!   revocations; one task writes audit events and index rows from a
+//!   bounded queue on a connection of its own, in batched transactions, so
+//!   a slow or absent database never blocks a channel. Token lookups fail
+//!   closed while the database is away.
 
 pub mod migrate;
 pub mod secrets;
@@ -191,8 +192,8 @@ impl Fleet {
             lost: AtomicU64::new(0),
             registry: Mutex::new(Registry::default()),
         });
-        tokio::spawn(supervise(fleet.clone(), url));
-        tokio::spawn(write_queue(fleet.clone()));
+        tokio::spawn(supervise(fleet.clone(), url.clone()));
+        tokio::spawn(write_queue(fleet.clone(), url));
         fleet
     }
 
@@ -382,51 +383,81 @@ async fn supervise(fleet: Arc<Fleet>, url: String) {
         was_up = true;
         fleet.client.send_replace(Some(client.clone()));
         fleet.recheck(&client).await;
-        fleet.wake.notify_one();
         let _ = driver.await;
         fleet.client.send_replace(None);
         tracing::error!("fleet database connection lost; token logins refused until it is back");
     }
 }
 
-/// Writes queued audit events and index rows in order while connected.
-async fn write_queue(fleet: Arc<Fleet>) {
-    let mut connected = fleet.client.subscribe();
+/// Most queued writes committed in one transaction.
+const WRITE_BATCH: usize = 256;
+
+/// Writes queued audit events, index rows and token-use marks in order, on
+/// a connection of its own (so lookups never wait behind a commit), up to
+/// [`WRITE_BATCH`] per transaction. A failed connection keeps the batch for
+/// the next one; a batch the database refuses is retried one write at a
+/// time, and a write refused alone is dropped (counted as lost).
+async fn write_queue(fleet: Arc<Fleet>, url: String) {
+    let mut client: Option<Client> = None;
+    let mut backoff = Duration::from_millis(250);
     loop {
-        let Some(client) = connected.borrow_and_update().clone() else {
-            if connected.changed().await.is_err() {
-                return;
-            }
+        let empty = fleet.writes.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+        if empty {
+            let _ = tokio::time::timeout(Duration::from_secs(1), fleet.wake.notified()).await;
             continue;
-        };
-        loop {
-            let next = {
-                let mut q = fleet.writes.lock().unwrap_or_else(PoisonError::into_inner);
-                q.pop_front()
-            };
-            let Some(w) = next else { break };
-            let result = match &w {
-                Write::Audit(ev) => store::insert_audit(&*client, &fleet.node, ev).await,
-                Write::Index(row) => store::upsert_index(&client, row).await,
-                Write::TokenUsed(id, at) => store::token_used(&client, *id, *at).await,
-            };
-            match result {
-                Ok(()) => {}
-                Err(FleetError::Db(e)) if e.as_db_error().is_none() => {
-                    // The connection failed: keep the write for the next one.
-                    fleet.writes.lock().unwrap_or_else(PoisonError::into_inner).push_front(w);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    break;
+        }
+        let c = match &mut client {
+            Some(c) if !c.is_closed() => c,
+            _ => match tokio::time::timeout(Duration::from_secs(5), connect(&url)).await {
+                Ok(Ok(c)) => {
+                    backoff = Duration::from_millis(250);
+                    client.insert(c)
                 }
-                Err(e) => {
-                    fleet.lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "fleet database refused a write; dropped");
+                _ => {
+                    client = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        let batch: Vec<Write> = {
+            let mut q = fleet.writes.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = q.len().min(WRITE_BATCH);
+            q.drain(..n).collect()
+        };
+        match write_batch(c, &fleet.node, &batch).await {
+            Ok(()) => {}
+            Err(FleetError::Db(e)) if e.as_db_error().is_none() => {
+                // The connection failed: the batch goes back to the front.
+                let mut q = fleet.writes.lock().unwrap_or_else(PoisonError::into_inner);
+                for w in batch.into_iter().rev() {
+                    q.push_front(w);
+                }
+                client = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet database refused a batch of writes; retrying them one by one");
+                for w in batch {
+                    if let Err(e) = write_batch(c, &fleet.node, std::slice::from_ref(&w)).await {
+                        fleet.lost.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(error = %e, "fleet database refused a write; dropped");
+                    }
                 }
             }
-        }
-        tokio::select! {
-            () = fleet.wake.notified() => {}
-            r = connected.changed() => if r.is_err() { return },
         }
     }
+}
+
+async fn write_batch(client: &mut Client, node: &str, batch: &[Write]) -> Result<(), FleetError> {
+    let tx = client.transaction().await?;
+    for w in batch {
+        match w {
+            Write::Audit(ev) => store::insert_audit(&tx, node, ev).await?,
+            Write::Index(row) => store::upsert_index(&tx, row).await?,
+            Write::TokenUsed(id, at) => store::token_used(&tx, *id, *at).await?,
+        }
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! admin commands and the nodes. Schema: `migrations/0001_initial.sql`.
 
 use time::OffsetDateTime;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::FleetError;
 use super::secrets::Keys;
@@ -336,7 +336,7 @@ pub async fn revoked_among(client: &Client, ids: &[i64]) -> Result<Vec<i64>, Fle
 ///
 /// # Errors
 /// [`FleetError::Db`].
-pub async fn token_used(client: &Client, id: i64, at: OffsetDateTime) -> Result<(), FleetError> {
+pub async fn token_used(client: &impl GenericClient, id: i64, at: OffsetDateTime) -> Result<(), FleetError> {
     client
         .execute("UPDATE tokens SET first_used = coalesce(first_used, $2), last_used = $2 WHERE id = $1", &[&id, &at])
         .await?;
@@ -348,11 +348,7 @@ pub async fn token_used(client: &Client, id: i64, at: OffsetDateTime) -> Result<
 ///
 /// # Errors
 /// [`FleetError::Db`].
-pub async fn insert_audit(
-    client: &impl tokio_postgres::GenericClient,
-    node: &str,
-    ev: &AuditEvent,
-) -> Result<(), FleetError> {
+pub async fn insert_audit(client: &impl GenericClient, node: &str, ev: &AuditEvent) -> Result<(), FleetError> {
     let time = time::OffsetDateTime::parse(&ev.time, &time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
     let session_id = ev.session_id.map(i64::from);
@@ -383,7 +379,7 @@ pub async fn insert_audit(
 ///
 /// # Errors
 /// [`FleetError::Db`].
-pub async fn upsert_index(client: &Client, r: &IndexRow) -> Result<(), FleetError> {
+pub async fn upsert_index(client: &impl GenericClient, r: &IndexRow) -> Result<(), FleetError> {
     let bytes = |b: Option<u64>| b.and_then(|b| i64::try_from(b).ok());
     client
         .execute(
