@@ -1375,3 +1375,73 @@ async fn stop_signal() {
         _ = int.recv() => tracing::info!("SIGINT"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<std::ffi::OsString> {
+        args.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn a_config_file_comes_before_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("spicetap-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "listen = [\"127.0.0.1:1\", \"127.0.0.1:2\"]\nupstream = \"h:5900\"\nno_video = true\nredact_paths = false\nmax_connections = 9\n",
+        )
+        .unwrap();
+        let out =
+            with_config_file(argv(&["spicetap", "proxy", "--upstream", "cli:1", "--config", file.to_str().unwrap()]))
+                .unwrap();
+        let out: Vec<String> = out.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            out,
+            [
+                "spicetap",
+                "proxy",
+                "--listen",
+                "127.0.0.1:1",
+                "--listen",
+                "127.0.0.1:2",
+                "--max-connections",
+                "9",
+                "--no-video",
+                "--upstream",
+                "h:5900",
+                "--upstream",
+                "cli:1"
+            ]
+        );
+        // The command line's single-valued options win.
+        let cli = Cli::try_parse_from(
+            with_config_file(argv(&["spicetap", "proxy", "--config", file.to_str().unwrap(), "--upstream", "cli:1"]))
+                .unwrap(),
+        )
+        .unwrap();
+        let Command::Proxy(p) = cli.command else { panic!("proxy") };
+        assert_eq!(p.upstream.as_deref(), Some("cli:1"));
+        assert_eq!(p.listen.len(), 2);
+        assert!(p.no_video && !p.redact_paths);
+        // Errors name the file; other commands pass through.
+        std::fs::write(&file, "listen = { a = 1 }\n").unwrap();
+        assert!(with_config_file(argv(&["spicetap", "proxy", "--config", file.to_str().unwrap()])).is_err());
+        assert!(with_config_file(argv(&["spicetap", "proxy", "--config", "/nonexistent.toml"])).is_err());
+        assert_eq!(with_config_file(argv(&["spicetap", "render", "x"])).unwrap(), argv(&["spicetap", "render", "x"]));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn token_lifetimes_parse() {
+        assert_eq!(parse_ttl("90s").unwrap(), time::Duration::seconds(90));
+        assert_eq!(parse_ttl("30m").unwrap(), time::Duration::minutes(30));
+        assert_eq!(parse_ttl("1h").unwrap(), time::Duration::hours(1));
+        assert_eq!(parse_ttl("7d").unwrap(), time::Duration::days(7));
+        for bad in ["", "h", "0h", "1w", "-1h", "1.5h"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+    }
+}

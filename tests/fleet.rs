@@ -300,4 +300,12 @@ fn without_the_database_live_sessions_go_on_and_logins_fail_closed() {
         fleet.pg.sql("SELECT count(*) FROM audit WHERE reason = 'fleet database unavailable'").trim() == "1"
     });
     viewer.terminate(Duration::from_secs(10));
+
+    // Removing the target revokes its tokens: refused from then on.
+    admin(&fleet, &["target", "remove", "vm1"]);
+    assert!(!admin(&fleet, &["target", "list"]).contains("vm1"));
+    let (mut s, reply) = link_start(node.addr, 1, 0);
+    assert_eq!(link_result_password(&mut s, &reply, &token), 7, "SPICE_LINK_ERR_PERMISSION_DENIED");
+    assert_eq!(fleet.pg.sql("SELECT count(*) FROM audit WHERE event = 'target_removed'").trim(), "1");
+    assert_eq!(fleet.pg.sql("SELECT count(*) FROM tokens WHERE revoked IS NULL").trim(), "0");
 }
