@@ -156,14 +156,7 @@ fn a_session_split_over_two_nodes_is_indexed_and_revoked_within_a_second() {
     std::fs::write(&vv_file, &vv).unwrap();
 
     let x = Xvfb::start();
-    let mut viewer = Guard::spawn(
-        "remote-viewer",
-        Command::new("remote-viewer")
-            .arg(&vv_file)
-            .env("DISPLAY", &x.display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut viewer = remote_viewer(&x, vv_file.to_str().unwrap(), &[]);
     let linked = || count(&a.log_text(), "channel linked") + count(&b.log_text(), "channel linked");
     wait_until("remote-viewer's main, display, inputs and cursor channels", Duration::from_secs(60), || linked() >= 4);
     std::thread::sleep(Duration::from_secs(2));

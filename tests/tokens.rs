@@ -7,7 +7,7 @@ mod support;
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -101,14 +101,7 @@ fn tokens_reach_their_vm_and_nothing_else() {
     let vv_file = dir.path.join("vm1.vv");
     std::fs::write(&vv_file, &vv_text).unwrap();
     let x = Xvfb::start();
-    let mut viewer = Guard::spawn(
-        "remote-viewer",
-        Command::new("remote-viewer")
-            .arg(&vv_file)
-            .env("DISPLAY", &x.display)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let mut viewer = remote_viewer(&x, vv_file.to_str().unwrap(), &[]);
     wait_until("remote-viewer's inputs channel via the .vv file", Duration::from_secs(60), || {
         tap.log_text().lines().any(|l| l.contains("channel=inputs") && l.contains("channel linked"))
     });
