@@ -23,6 +23,9 @@ pub(super) fn decode(data: &[u8], options: &DecodeOptions) -> Result<RgbImage, J
         .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB)
         .set_max_width(options.max_width as usize)
         .set_max_height(options.max_height as usize);
+    if let Some(why) = unhandled_sampling(data) {
+        return Err(bad(why));
+    }
     let frame = with_tables(data);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(frame.as_ref(), zune_options);
     let rgb = dec.decode().map_err(|e| bad(format!("{e:?}")))?;
@@ -55,6 +58,39 @@ fn standard_dht() -> Vec<u8> {
     seg.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
     seg.extend_from_slice(&body);
     seg
+}
+
+/// Why zune-jpeg must not be given this stream's sampling factors, if it
+/// must not: zune-jpeg 0.4 panics (an assertion in `worker.rs`
+/// `upsample`) on layouts where a component is sampled more finely than the
+/// first, or the later components differ (found by the `jpeg` fuzz target:
+/// Y 2x2, Cb 1x1, Cr 4x1). Accepted: the first component has the largest
+/// factors and every other component has the same factors, which divide the
+/// first's (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, grayscale, and CMYK alike).
+/// Streams without a readable frame header are left to zune-jpeg's errors.
+fn unhandled_sampling(data: &[u8]) -> Option<String> {
+    let mut i = 2;
+    while i + 4 <= data.len() && data[i] == 0xff {
+        let marker = data[i + 1];
+        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
+        if (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+            let body = data.get(i + 4..i + 2 + len)?;
+            let count = usize::from(*body.get(5)?);
+            let factors: Vec<(u8, u8)> =
+                body.get(6..6 + 3 * count)?.chunks_exact(3).map(|c| (c[1] >> 4, c[1] & 15)).collect();
+            let (&(h0, v0), rest) = factors.split_first()?;
+            let ok = rest.iter().all(|&(h, v)| {
+                (h, v) == rest[0] && h != 0 && v != 0 && h <= h0 && v <= v0 && h0 % h == 0 && v0 % v == 0
+            });
+            return (!ok).then(|| format!("sampling factors {factors:?} not handled"));
+        }
+        if marker == 0xda {
+            return None;
+        }
+        i += 2 + len;
+    }
+    None
 }
 
 /// Whether a JPEG stream has a DHT segment before its first SOS.
@@ -103,6 +139,37 @@ mod tests {
             i += 17 + n;
         }
         assert_eq!(i, dht.len());
+    }
+
+    #[test]
+    fn sampling_layouts_zune_jpeg_panics_on_are_refused() {
+        // The fuzz target's crash: Y 2x2, Cb 1x1, Cr 4x1 (zune-jpeg 0.4.21
+        // `worker.rs` assertion).
+        let crash =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/fuzz-sampling-4x1.jpg")).unwrap();
+        assert!(unhandled_sampling(&crash).is_some());
+        let err = decode(&crash, &DecodeOptions::spice_gtk_image(256, 256)).unwrap_err();
+        assert!(err.to_string().contains("sampling factors"), "{err}");
+        let sof = |comps: &[(u8, u8)]| {
+            let mut f = vec![0xff, 0xd8, 0xff, 0xc2, 0, (8 + 3 * comps.len()) as u8, 8, 0, 8, 0, 8, comps.len() as u8];
+            for (k, &(h, v)) in comps.iter().enumerate() {
+                f.extend_from_slice(&[k as u8 + 1, (h << 4) | v, 0]);
+            }
+            f
+        };
+        for ok in [&[(1, 1)][..], &[(2, 2), (1, 1), (1, 1)], &[(2, 1), (1, 1), (1, 1)], &[(4, 1), (1, 1), (1, 1)]] {
+            assert_eq!(unhandled_sampling(&sof(ok)), None, "{ok:?}");
+        }
+        for bad in [
+            &[(2, 2), (1, 1), (1, 2)][..],
+            &[(1, 1), (2, 2), (2, 2)],
+            &[(3, 2), (2, 2), (2, 2)],
+            &[(2, 2), (0, 1), (0, 1)],
+        ] {
+            assert!(unhandled_sampling(&sof(bad)).is_some(), "{bad:?}");
+        }
+        // Truncated frame headers are left to zune-jpeg.
+        assert_eq!(unhandled_sampling(&sof(&[(2, 2), (1, 1), (1, 1)])[..10]), None);
     }
 
     #[test]
