@@ -70,8 +70,19 @@ fn standard_dht() -> Vec<u8> {
 /// Streams without a readable frame header are left to zune-jpeg's errors.
 fn unhandled_sampling(data: &[u8]) -> Option<String> {
     let mut i = 2;
-    while i + 4 <= data.len() && data[i] == 0xff {
+    while i + 4 <= data.len() {
+        // Like libjpeg's `next_marker` (and zune-jpeg), bytes between
+        // segments that are not a marker are skipped, as are fill bytes.
+        if data[i] != 0xff || matches!(data[i + 1], 0x00 | 0xff) {
+            i += 1;
+            continue;
+        }
         let marker = data[i + 1];
+        // Markers without a length: TEM, RST0..7, SOI.
+        if matches!(marker, 0x01 | 0xd0..=0xd8) {
+            i += 2;
+            continue;
+        }
         let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
         // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
         if (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
@@ -170,6 +181,15 @@ mod tests {
         }
         // Truncated frame headers are left to zune-jpeg.
         assert_eq!(unhandled_sampling(&sof(&[(2, 2), (1, 1), (1, 1)])[..10]), None);
+        // Garbage and fill bytes before the frame header are skipped, as
+        // zune-jpeg skips them (the fuzz target's second find).
+        let mut hidden = vec![0xff, 0xd8, 0x12, 0x34, 0xff, 0xff];
+        hidden.extend_from_slice(&sof(&[(2, 2), (1, 1), (4, 1)])[2..]);
+        assert!(unhandled_sampling(&hidden).is_some());
+        let crash2 =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/fuzz-sampling-after-garbage.jpg"))
+                .unwrap();
+        assert!(decode(&crash2, &DecodeOptions::spice_gtk_image(256, 256)).is_err());
     }
 
     #[test]
