@@ -45,7 +45,7 @@ use secrets::Keys;
 use store::{IndexRow, REVOKE_CHANNEL};
 
 /// Audit events and index rows waiting for the database at most; more are
-/// counted as lost (`spicetap_fleet_writes_lost` in the log).
+/// counted as lost (the error log gives the count at every power of two).
 pub const MAX_QUEUED_WRITES: usize = 10_000;
 /// How long a token lookup may wait for the database before the login is
 /// refused.
@@ -206,11 +206,6 @@ impl Fleet {
     pub async fn connected(&self, limit: Duration) -> bool {
         let mut rx = self.client.subscribe();
         tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await.is_ok_and(|r| r.is_ok())
-    }
-
-    /// Audit events and index rows lost to a full queue so far.
-    pub fn writes_lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
     }
 
     /// Looks `token` up by its keyed hash; a valid token's channel is

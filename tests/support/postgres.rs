@@ -3,7 +3,7 @@
 //! folder, `pg_ctl start`/`stop`, `pg_dump`. As root, the server runs as
 //! the `postgres` user (PostgreSQL refuses root). Stopped on drop.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use super::free_port;
@@ -98,10 +98,6 @@ impl Postgres {
             .run("psql", &["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-At", "-c", statement]);
         assert!(out.status.success(), "psql {statement}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    pub fn data_dir(&self) -> &Path {
-        &self.data
     }
 }
 
