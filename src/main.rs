@@ -903,6 +903,9 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         filter = filter.add_directive("spicetap::messages=debug".parse()?);
     }
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Installed before the listeners exist, so that a SIGTERM sent as soon
+    // as the ready file or READY=1 appears stops spicetap cleanly.
+    let signals = StopSignals::install();
     let token_mode = args.auth == "tokens";
     if !token_mode && args.upstream.is_none() && args.upstream_tls.is_none() {
         bail!("give --upstream HOST:PORT and/or --upstream-tls HOST:PORT");
@@ -1137,9 +1140,9 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
     let exit_after = args.exit_after_sessions;
     let stop = async move {
         match exit_after {
-            None => stop_signal().await,
+            None => signals.recv().await,
             Some(n) => tokio::select! {
-                _ = stop_signal() => {}
+                _ = signals.recv() => {}
                 _ = ended.wait_for(|&e| e >= n) => tracing::info!(sessions = n, "--exit-after-sessions reached"),
             },
         }
@@ -1363,16 +1366,31 @@ fn vv_text(title: &str, token: &str, args: &VvClientArgs) -> Result<String> {
     Ok(out)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
+/// SIGINT and SIGTERM handlers; a signal that arrives between `install`
+/// and `recv` is kept, not lost.
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(term), Ok(int)) => Self(Some((term, int))),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                Self(None)
+            }
+        }
+    }
+
+    /// Completes on SIGINT or SIGTERM (never, when the handlers are missing).
+    async fn recv(self) {
+        let Some((mut term, mut int)) = self.0 else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
     }
 }
 
