@@ -12,11 +12,12 @@
 //! higher port of the first segment (the server listens on the lower one).
 
 use std::collections::VecDeque;
-use std::io::BufReader;
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
-use pcap_file::pcap::PcapReader;
+use pcap_file::PcapError;
+use pcap_file::pcap::{PcapPacket, PcapParser};
 use thiserror::Error;
 
 use crate::framing::{Frame, Framer, MessageHeader};
@@ -27,6 +28,15 @@ use crate::protocol::{ChannelType, Direction, SPICE_AUTH_SASL, SPICE_TICKET_BYTE
 /// the file is declared not a SPICE channel: a link message, its reply and
 /// the ticket are a few hundred bytes.
 const MAX_LINK_STAGE_BYTES: usize = 1 << 20;
+
+/// Largest pcap record (16-byte record header and packet data) read: a
+/// larger one ends the stream as cut short, as pcap-file's own
+/// `PcapReader` (whose buffer has this size) does.
+const MAX_RECORD_BYTES: usize = 8_000_000;
+
+/// First size of [`PcapRecords`]' buffer; it doubles, up to
+/// [`MAX_RECORD_BYTES`], only for a record that does not fit.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// A pcap that cannot be replayed.
 #[derive(Debug, Error)]
@@ -155,6 +165,90 @@ impl Assembler {
     }
 }
 
+/// The packet records of a pcap file, parsed by pcap-file's `PcapParser`
+/// from a buffer that grows with the largest record, up to
+/// [`MAX_RECORD_BYTES`]. (pcap-file's `PcapReader` zeroes an 8 MB buffer
+/// per file, which dominated opening the small pcaps of a session.)
+struct PcapRecords {
+    file: std::fs::File,
+    parser: PcapParser,
+    /// `buf[pos..len]` are read, unparsed bytes.
+    buf: Vec<u8>,
+    pos: usize,
+    len: usize,
+}
+
+impl PcapRecords {
+    /// Opens `path` and parses the 24-byte global header.
+    fn open(path: &Path) -> Result<Self, ReplayError> {
+        let mut file = std::fs::File::open(path)?;
+        let mut header = [0u8; 24];
+        let mut got = 0;
+        while got < header.len() {
+            match file.read(&mut header[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let (_, parser) = PcapParser::new(&header[..got])?;
+        Ok(Self { file, parser, buf: vec![0; READ_CHUNK_BYTES], pos: 0, len: 0 })
+    }
+
+    /// The next packet; `None` at the end of the file.
+    ///
+    /// # Errors
+    /// pcap-file's errors for a malformed record; `PcapError::IoError` of
+    /// kind `UnexpectedEof` when the file ends inside a record or a record
+    /// exceeds [`MAX_RECORD_BYTES`].
+    fn next_packet(&mut self) -> Option<Result<PcapPacket<'_>, PcapError>> {
+        // First find the record's length, reading more as needed; then
+        // parse it again to hand out a packet borrowing the buffer.
+        let record_len = loop {
+            match self.parser.next_packet(&self.buf[self.pos..self.len]) {
+                Ok((rest, _)) => break self.len - self.pos - rest.len(),
+                Err(PcapError::IncompleteBuffer) => match self.fill() {
+                    Ok(0) if self.pos == self.len => return None,
+                    Ok(0) => return Some(Err(PcapError::IoError(std::io::ErrorKind::UnexpectedEof.into()))),
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(PcapError::IoError(e))),
+                },
+                Err(e) => return Some(Err(e)),
+            }
+        };
+        let start = self.pos;
+        self.pos += record_len;
+        Some(self.parser.next_packet(&self.buf[start..start + record_len]).map(|(_, packet)| packet))
+    }
+
+    /// Moves the unparsed bytes to the front, grows the buffer if they fill
+    /// it, and reads: the number of bytes read (0 at the end of the file,
+    /// or when a record would exceed [`MAX_RECORD_BYTES`]).
+    fn fill(&mut self) -> std::io::Result<usize> {
+        self.buf.copy_within(self.pos..self.len, 0);
+        self.len -= self.pos;
+        self.pos = 0;
+        if self.len == self.buf.len() {
+            if self.buf.len() >= MAX_RECORD_BYTES {
+                return Ok(0);
+            }
+            let grown = self.buf.len().saturating_mul(2).min(MAX_RECORD_BYTES);
+            self.buf.resize(grown, 0);
+        }
+        loop {
+            match self.file.read(&mut self.buf[self.len..]) {
+                Ok(n) => {
+                    self.len += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// A channel pcap read as a stream of messages, in capture order (each
 /// message timed by the segment that completed it).
 ///
@@ -163,7 +257,7 @@ impl Assembler {
 /// last packet cut short (a capture stopped by a full disk) ends the
 /// stream and sets [`Messages::truncated`].
 pub struct Messages {
-    reader: PcapReader<BufReader<std::fs::File>>,
+    reader: PcapRecords,
     /// Channel type (from the link message, or as given).
     pub channel_type: ChannelType,
     /// Channel id (from the link message; 0 without one).
@@ -218,8 +312,7 @@ impl Messages {
     /// [`ReplayError`] for unreadable files, files without SPICE payload
     /// and broken link stages.
     pub fn open(path: &Path, channel_type: Option<ChannelType>, bodies: bool) -> Result<Self, ReplayError> {
-        let file = std::fs::File::open(path)?;
-        let reader = PcapReader::new(BufReader::new(file))?;
+        let reader = PcapRecords::open(path)?;
         let mut me = Self {
             reader,
             channel_type: channel_type.unwrap_or(ChannelType::MAIN),
@@ -302,7 +395,7 @@ impl Messages {
         let packet = match self.reader.next_packet() {
             None => return Ok(Next::End),
             Some(Ok(p)) => p,
-            Some(Err(pcap_file::PcapError::IoError(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Some(Err(PcapError::IoError(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 self.truncated = true;
                 return Ok(Next::End);
             }
@@ -403,6 +496,77 @@ mod tests {
     use crate::framing::mini;
     use crate::tcp_pcap::{Endpoints, TcpConversation, TcpPcap};
     use std::time::SystemTime;
+
+    /// A little-endian microsecond pcap: global header, then one record per
+    /// `(incl_len, data length)`.
+    fn raw_pcap(records: &[(u32, usize)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend(0xa1b2_c3d4u32.to_le_bytes());
+        out.extend(2u16.to_le_bytes());
+        out.extend(4u16.to_le_bytes());
+        out.extend([0; 8]);
+        out.extend(u32::MAX.to_le_bytes()); // snaplen
+        out.extend(1u32.to_le_bytes()); // LINKTYPE_ETHERNET
+        for (i, &(incl_len, data)) in records.iter().enumerate() {
+            out.extend((i as u32).to_le_bytes());
+            out.extend(0u32.to_le_bytes());
+            out.extend(incl_len.to_le_bytes());
+            out.extend(incl_len.to_le_bytes());
+            out.extend(std::iter::repeat_n(i as u8, data));
+        }
+        out
+    }
+
+    fn records_of(bytes: &[u8]) -> (Vec<(u64, usize)>, Option<PcapError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.pcap");
+        std::fs::write(&path, bytes).unwrap();
+        let mut r = match PcapRecords::open(&path) {
+            Ok(r) => r,
+            Err(ReplayError::Pcap(e)) => return (Vec::new(), Some(e)),
+            Err(e) => panic!("{e}"),
+        };
+        let mut got = Vec::new();
+        while let Some(p) = r.next_packet() {
+            match p {
+                Ok(p) => got.push((p.timestamp.as_secs(), p.data.len())),
+                Err(e) => return (got, Some(e)),
+            }
+        }
+        (got, None)
+    }
+
+    #[test]
+    fn pcap_records_grow_the_buffer_for_large_records_and_stop_at_cuts() {
+        // Records around and beyond the first buffer size.
+        let sizes = [10, READ_CHUNK_BYTES - 16, READ_CHUNK_BYTES + 1, 3 * READ_CHUNK_BYTES, 0, 7];
+        let spec: Vec<(u32, usize)> = sizes.iter().map(|&n| (n as u32, n)).collect();
+        let whole = raw_pcap(&spec);
+        let (got, err) = records_of(&whole);
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, sizes.iter().enumerate().map(|(i, &n)| (i as u64, n)).collect::<Vec<_>>());
+
+        // Cut inside the last record's data, and inside a record header.
+        for cut in [whole.len() - 3, whole.len() - 7 - 5] {
+            let (got, err) = records_of(&whole[..cut]);
+            assert_eq!(got.len(), sizes.len() - 1);
+            assert!(matches!(err, Some(PcapError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+        }
+        // Only the global header; a short global header.
+        let (got, err) = records_of(&whole[..24]);
+        assert!(got.is_empty() && err.is_none(), "{err:?}");
+        assert!(records_of(&whole[..10]).1.is_some());
+        assert!(records_of(&[]).1.is_some());
+    }
+
+    #[test]
+    fn a_pcap_record_larger_than_the_bound_reads_as_cut_short() {
+        // The header claims MAX_RECORD_BYTES of data; the file holds them.
+        let whole = raw_pcap(&[(4, 4), (MAX_RECORD_BYTES as u32, MAX_RECORD_BYTES)]);
+        let (got, err) = records_of(&whole);
+        assert_eq!(got, [(0, 4)]);
+        assert!(matches!(err, Some(PcapError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof));
+    }
 
     /// A pcap of a stream without link stage, as ryll's `--capture` writes them.
     #[test]

@@ -1,8 +1,7 @@
 //! The pcap reader of `spicetap render`, `inspect` and `diff`: the input is
 //! a whole file, read back as SPICE messages (bodies and headers only).
 //! The first byte picks how: whole messages with the channel type from the
-//! link stage, or headers only of a display channel without one. (One open
-//! per input: pcap-file zeroes an 8 MB read buffer per reader.)
+//! link stage, or headers only of a display channel without one.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use spicetap::capture::replay::Messages;
