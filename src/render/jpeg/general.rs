@@ -23,10 +23,10 @@ pub(super) fn decode(data: &[u8], options: &DecodeOptions) -> Result<RgbImage, J
         .jpeg_set_out_colorspace(zune_core::colorspace::ColorSpace::RGB)
         .set_max_width(options.max_width as usize)
         .set_max_height(options.max_height as usize);
-    if let Some(why) = unhandled_sampling(data) {
+    let frame = with_tables(data);
+    if let Some(why) = unhandled_sampling(&frame) {
         return Err(bad(why));
     }
-    let frame = with_tables(data);
     let mut dec = zune_jpeg::JpegDecoder::new_with_options(frame.as_ref(), zune_options);
     let rgb = dec.decode().map_err(|e| bad(format!("{e:?}")))?;
     let info = dec.info().ok_or_else(|| bad("no header".into()))?;
@@ -60,48 +60,79 @@ fn standard_dht() -> Vec<u8> {
     seg
 }
 
-/// Why zune-jpeg must not be given this stream's sampling factors, if it
-/// must not: zune-jpeg 0.4 panics (an assertion in `worker.rs`
-/// `upsample`) on layouts where a component is sampled more finely than the
-/// first, or the later components differ (found by the `jpeg` fuzz target:
-/// Y 2x2, Cb 1x1, Cr 4x1). Accepted: the first component has the largest
-/// factors and every other component has the same factors, which divide the
-/// first's (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, grayscale, and CMYK alike).
-/// Streams without a readable frame header are left to zune-jpeg's errors.
-fn unhandled_sampling(data: &[u8]) -> Option<String> {
-    let mut i = 2;
-    while i + 4 <= data.len() {
-        // Like libjpeg's `next_marker` (and zune-jpeg), bytes between
-        // segments that are not a marker are skipped, as are fill bytes.
-        if data[i] != 0xff || matches!(data[i + 1], 0x00 | 0xff) {
-            i += 1;
-            continue;
-        }
-        let marker = data[i + 1];
-        // Markers without a length: TEM, RST0..7, SOI.
-        if matches!(marker, 0x01 | 0xd0..=0xd8) {
-            i += 2;
-            continue;
-        }
-        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
-        // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-        if (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
-            let body = data.get(i + 4..i + 2 + len)?;
-            let count = usize::from(*body.get(5)?);
-            let factors: Vec<(u8, u8)> =
-                body.get(6..6 + 3 * count)?.chunks_exact(3).map(|c| (c[1] >> 4, c[1] & 15)).collect();
-            let (&(h0, v0), rest) = factors.split_first()?;
-            let ok = rest.iter().all(|&(h, v)| {
-                (h, v) == rest[0] && h != 0 && v != 0 && h <= h0 && v <= v0 && h0 % h == 0 && v0 % v == 0
-            });
-            return (!ok).then(|| format!("sampling factors {factors:?} not handled"));
-        }
-        if marker == 0xda {
-            return None;
-        }
-        i += 2 + len;
+/// Why zune-jpeg must not be given this frame, if it must not.
+///
+/// zune-jpeg 0.4.21 panics (assertions in its upsampler, `worker.rs`
+/// `upsample`) on sampling layouts where a component is sampled more finely
+/// than the first or the later components differ (found by the `jpeg`
+/// fuzz target: Y 2x2, Cb 1x1, Cr 4x1). Accepted: the first component has
+/// the largest factors and every other component has the same factors,
+/// which divide the first's (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, grayscale,
+/// and CMYK alike).
+///
+/// The frame header checked is the one zune-jpeg would use, found by
+/// walking the markers as its `decode_headers_internal` does: byte by byte,
+/// a marker is 0xFF then a code (runs of 0xFF and 0x00 after a 0xFF are
+/// fill); SOF0, SOF1 and SOF2 are frame headers, SOS, EOI, DAC and DNL end
+/// the headers, and every other segment, known or not (SOF3, SOF5..15 and
+/// RSTn included), is skipped by its length. Any frame zune-jpeg would
+/// refuse anyway (no SOI, no frame header before SOS, a length below 2, the
+/// data ending) is refused here too: only a readable frame header with an
+/// accepted layout lets zune-jpeg decode.
+fn unhandled_sampling(frame: &[u8]) -> Option<String> {
+    let refused = |why: &str| Some(why.to_string());
+    if frame.get(..2) != Some(&[0xff, 0xd8][..]) {
+        return refused("no SOI");
     }
-    None
+    let mut i = 2;
+    let mut last = 0u8;
+    loop {
+        let Some(&byte) = frame.get(i) else { return refused("no frame header") };
+        i += 1;
+        let mut code = byte;
+        if matches!(code, 0xff | 0x00) && last == 0xff {
+            while matches!(code, 0xff | 0x00) {
+                last = code;
+                let Some(&next) = frame.get(i) else { return refused("no frame header") };
+                code = next;
+                i += 1;
+            }
+        }
+        if last == 0xff {
+            match code {
+                0xc0..=0xc2 => return sampling_of_frame_header(frame.get(i..).unwrap_or_default()),
+                0xda | 0xd9 | 0xcc | 0xdc => return refused("no frame header before the scan"),
+                _ => {
+                    let Some(len) = frame.get(i..i + 2).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]]))) else {
+                        return refused("no frame header");
+                    };
+                    if len < 2 {
+                        return refused("a segment length below 2");
+                    }
+                    i += len;
+                }
+            }
+        }
+        last = code;
+    }
+}
+
+/// The verdict of [`unhandled_sampling`] on a SOF0..2 segment (`body`
+/// starts at its length field: length, precision, height, width, component
+/// count, then id, factors (high nibble horizontal), table per component).
+fn sampling_of_frame_header(body: &[u8]) -> Option<String> {
+    let Some(&count) = body.get(7) else { return Some("a frame header cut short".into()) };
+    let Some(components) = body.get(8..8 + 3 * usize::from(count)) else {
+        return Some("a frame header cut short".into());
+    };
+    let factors: Vec<(u8, u8)> = components.chunks_exact(3).map(|c| (c[1] >> 4, c[1] & 15)).collect();
+    let Some((&(h0, v0), rest)) = factors.split_first() else { return Some("no components".into()) };
+    let ok = h0 != 0
+        && v0 != 0
+        && rest
+            .iter()
+            .all(|&(h, v)| (h, v) == rest[0] && h != 0 && v != 0 && h <= h0 && v <= v0 && h0 % h == 0 && v0 % v == 0);
+    (!ok).then(|| format!("sampling factors {factors:?} not handled"))
 }
 
 /// Whether a JPEG stream has a DHT segment before its first SOS.
@@ -179,8 +210,11 @@ mod tests {
         ] {
             assert!(unhandled_sampling(&sof(bad)).is_some(), "{bad:?}");
         }
-        // Truncated frame headers are left to zune-jpeg.
-        assert_eq!(unhandled_sampling(&sof(&[(2, 2), (1, 1), (1, 1)])[..10]), None);
+        // Truncated frame headers, and frames without one, are refused
+        // (zune-jpeg would refuse them too).
+        assert!(unhandled_sampling(&sof(&[(2, 2), (1, 1), (1, 1)])[..10]).is_some());
+        assert!(unhandled_sampling(&[0xff, 0xd8, 0xff, 0xda, 0, 2]).is_some());
+        assert!(unhandled_sampling(&[0xff, 0xd9]).is_some());
         // Garbage and fill bytes before the frame header are skipped, as
         // zune-jpeg skips them (the fuzz target's second find).
         let mut hidden = vec![0xff, 0xd8, 0x12, 0x34, 0xff, 0xff];
@@ -190,6 +224,23 @@ mod tests {
             std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/fuzz-sampling-after-garbage.jpg"))
                 .unwrap();
         assert!(decode(&crash2, &DecodeOptions::spice_gtk_image(256, 256)).is_err());
+        // The third find: an SOF13 segment (which zune-jpeg skips as
+        // unknown) with acceptable factors, then DHTs, then an SOF0 with
+        // Y 2x2, Cb 1x4, Cr 4x1.
+        let crash3 =
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jpeg/fuzz-sampling-after-sof13.jpg"))
+                .unwrap();
+        let why = unhandled_sampling(&crash3);
+        assert!(why.as_deref().is_some_and(|w| w.contains("(1, 4)")), "{why:?}");
+        assert!(decode(&crash3, &DecodeOptions::spice_gtk_mjpeg(256, 256)).is_err());
+        // Segments zune-jpeg skips by their length, SOF3 and RST0 among
+        // them, hide nothing: the frame header after them is checked.
+        let mut skipped = vec![0xff, 0xd8, 0xff, 0xc3, 0, 4, 0xff, 0xc0, 0xff, 0xd0, 0, 2];
+        skipped.extend_from_slice(&sof(&[(2, 2), (1, 1), (4, 1)])[2..]);
+        assert!(unhandled_sampling(&skipped).is_some());
+        skipped.truncate(12);
+        skipped.extend_from_slice(&sof(&[(2, 2), (1, 1), (1, 1)])[2..]);
+        assert_eq!(unhandled_sampling(&skipped), None);
     }
 
     #[test]
