@@ -1106,6 +1106,7 @@ async fn proxy(args: ProxyArgs) -> Result<()> {
         max_connections: args.max_connections,
         capture_queue_bytes: args.capture_queue_mib.saturating_mul(1024 * 1024),
         redact_paths: args.redact_paths,
+        list_folders: args.result.is_some() || args.result_junit.is_some() || args.strict,
         video_cursor: !args.no_video_cursor,
         usb_disk,
         share_dir,

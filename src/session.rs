@@ -107,8 +107,9 @@ pub struct Sessions {
     live: Mutex<HashMap<u32, Entry>>,
     /// Sessions with an id that have ended (`--exit-after-sessions`).
     ended: tokio::sync::watch::Sender<usize>,
-    /// Every session folder created, in order.
+    /// Every session folder created, in order (when `list_folders`).
     folders: Mutex<Vec<PathBuf>>,
+    list_folders: bool,
     writers: Mutex<Vec<JoinHandle<()>>>,
     next_key: AtomicU64,
 }
@@ -130,6 +131,7 @@ impl Sessions {
             live: Mutex::new(HashMap::new()),
             ended: tokio::sync::watch::Sender::new(0),
             folders: Mutex::new(Vec::new()),
+            list_folders: true,
             writers: Mutex::new(Vec::new()),
             next_key: AtomicU64::new(1),
         }
@@ -154,6 +156,13 @@ impl Sessions {
         self
     }
 
+    /// Whether [`Sessions::folders`] lists the session folders (the
+    /// default); off, nothing is kept per ended session.
+    pub fn with_folder_list(mut self, list: bool) -> Self {
+        self.list_folders = list;
+        self
+    }
+
     /// Replaces webdav request paths in `session.json` by their hash.
     pub fn with_redact_paths(mut self, redact: bool) -> Self {
         self.redact_paths = redact;
@@ -166,7 +175,8 @@ impl Sessions {
         self.ended.subscribe()
     }
 
-    /// Every session folder created so far, in order.
+    /// Every session folder created so far, in order (empty when turned
+    /// off by [`Sessions::with_folder_list`]).
     pub fn folders(&self) -> Vec<PathBuf> {
         self.folders.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
@@ -299,7 +309,9 @@ impl Sessions {
                 .unwrap_or_else(|_| started.unix_timestamp().to_string());
             let dir = root.join(format!("{stamp}-{id}"));
             session_dir = Some(dir.clone());
-            self.folders.lock().unwrap_or_else(PoisonError::into_inner).push(dir.clone());
+            if self.list_folders {
+                self.folders.lock().unwrap_or_else(PoisonError::into_inner).push(dir.clone());
+            }
             let report = SessionReport {
                 session_id: id,
                 start: rfc3339(started),

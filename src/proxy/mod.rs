@@ -69,6 +69,10 @@ pub struct ProxyConfig {
     pub capture_queue_bytes: usize,
     /// Hash webdav request paths in `session.json` (`--redact-paths`).
     pub redact_paths: bool,
+    /// Keep the list of every session folder created, for a verdict when
+    /// the proxy stops (`--result`, `--result-junit`, `--strict`); off, a
+    /// long-running proxy keeps nothing per ended session.
+    pub list_folders: bool,
     /// Draw the mouse pointer into the video (off: `--no-video-cursor`).
     pub video_cursor: bool,
     /// Attach this disk to every session's guest (`--usb-disk`).
@@ -155,6 +159,7 @@ impl Proxy {
             .with_video(config.video.clone())
             .with_video_cursor(config.video_cursor)
             .with_redact_paths(config.redact_paths)
+            .with_folder_list(config.list_folders)
             .with_metrics(metrics.clone()),
         );
         Ok(Self { listeners, config, sessions, metrics })
