@@ -110,7 +110,7 @@ pub struct Sessions {
     /// Every session folder created, in order (when `list_folders`).
     folders: Mutex<Vec<PathBuf>>,
     list_folders: bool,
-    writers: Mutex<Vec<JoinHandle<()>>>,
+    writers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     next_key: AtomicU64,
 }
 
@@ -132,7 +132,7 @@ impl Sessions {
             ended: tokio::sync::watch::Sender::new(0),
             folders: Mutex::new(Vec::new()),
             list_folders: true,
-            writers: Mutex::new(Vec::new()),
+            writers: Arc::new(Mutex::new(Vec::new())),
             next_key: AtomicU64::new(1),
         }
     }
@@ -365,21 +365,26 @@ impl Sessions {
                 }
             }
             if let Some(dir) = &session_dir {
-                match crate::port::usbredir::spawn(id, dir.clone(), reports.clone(), USBREDIR_QUEUE_BYTES) {
-                    Ok((usbredir, handle)) => {
-                        self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
-                        consumers.push(Arc::new(usbredir));
-                    }
-                    Err(e) => tracing::error!(session_id = id, error = %e, "cannot start the usbredir decoder"),
-                }
-                let redact = self.redact_paths;
-                match crate::port::webdav::spawn(id, dir.clone(), reports.clone(), PORT_QUEUE_BYTES, redact) {
-                    Ok((port, handle)) => {
-                        self.writers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
-                        consumers.push(Arc::new(port));
-                    }
-                    Err(e) => tracing::error!(session_id = id, error = %e, "cannot start the port decoder"),
-                }
+                // Their threads start with the session's first usbredir or
+                // port channel.
+                let threads = self.writers.clone();
+                let usbredir = crate::port::usbredir::sink(
+                    id,
+                    dir.clone(),
+                    reports.clone(),
+                    USBREDIR_QUEUE_BYTES,
+                    threads.clone(),
+                );
+                consumers.push(Arc::new(usbredir));
+                let port = crate::port::webdav::sink(
+                    id,
+                    dir.clone(),
+                    reports.clone(),
+                    PORT_QUEUE_BYTES,
+                    self.redact_paths,
+                    threads,
+                );
+                consumers.push(Arc::new(port));
             }
             SessionTap::new(reports, consumers)
         });

@@ -10,7 +10,8 @@
 //!
 //! Each decoder is a [`DecoderSink`] (the tap side: never blocks, own byte
 //! budget) feeding a thread of its own per session that runs a
-//! [`Decoder`].
+//! [`Decoder`]; the thread starts with the session's first channel of the
+//! decoder's types.
 //!
 //! SpiceVMC data (spice-common `spice.proto`, spice `server/spicevmc.cpp`):
 //! `SPICE_MSG_SPICEVMC_DATA` / `SPICE_MSGC_SPICEVMC_DATA` (101) carry raw
@@ -20,9 +21,10 @@
 pub mod usbredir;
 pub mod webdav;
 
-use std::sync::Arc;
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use thiserror::Error;
@@ -200,19 +202,75 @@ pub trait Decoder: Send + 'static {
 
 /// The tap side of a port decoder: a [`Consumer`] with its own queue,
 /// bounded in bytes, in front of the decoder's thread.
+///
+/// The thread starts with the first event of a channel the sink wants (the
+/// channel's `Open`), so a session that never opens such a channel costs no
+/// thread; at the session's end a sink that never started reports itself
+/// done at once.
 #[derive(Debug, Clone)]
 pub struct DecoderSink {
     name: &'static str,
     types: &'static [ChannelType],
-    tx: Sender<Input>,
+    thread: Arc<Mutex<DecoderThread>>,
+    reports: Arc<dyn Reports>,
     queued: Arc<AtomicUsize>,
     budget: usize,
 }
 
+/// Where the handles of started decoder threads go, for the session's owner
+/// to join at shutdown.
+pub type DecoderThreads = Arc<Mutex<Vec<JoinHandle<()>>>>;
+
+/// Starts a decoder's thread and gives the sender of its queue.
+type Start = Box<dyn FnOnce() -> std::io::Result<Sender<Input>> + Send>;
+
+/// Where a [`DecoderSink`]'s thread stands.
+enum DecoderThread {
+    /// No channel of the sink's types yet.
+    NotStarted(Start),
+    Running(Sender<Input>),
+    /// It could not be started, or the session ended before it was.
+    Gone,
+}
+
+impl fmt::Debug for DecoderThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotStarted(_) => "NotStarted",
+            Self::Running(_) => "Running",
+            Self::Gone => "Gone",
+        })
+    }
+}
+
 impl DecoderSink {
-    fn control(&self, ev: Input) {
-        self.queued.fetch_add(ev.cost(), Ordering::Relaxed);
-        let _ = self.tx.send(ev);
+    /// The sender of the running thread's queue, starting the thread if it
+    /// was not yet.
+    fn sender<'a>(&self, thread: &'a mut DecoderThread) -> Result<&'a Sender<Input>, String> {
+        if let DecoderThread::NotStarted(_) = thread
+            && let DecoderThread::NotStarted(start) = std::mem::replace(thread, DecoderThread::Gone)
+        {
+            match start() {
+                Ok(tx) => *thread = DecoderThread::Running(tx),
+                Err(e) => {
+                    tracing::error!(decoder = self.name, error = %e, "cannot start the decoder thread");
+                    return Err(format!("{} decoder could not start: {e}", self.name));
+                }
+            }
+        }
+        match thread {
+            DecoderThread::Running(tx) => Ok(tx),
+            _ => Err(format!("{} decoder stopped", self.name)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DecoderThread> {
+        self.thread.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the decoder's thread was started.
+    pub fn started(&self) -> bool {
+        matches!(*self.lock(), DecoderThread::Running(_))
     }
 }
 
@@ -226,52 +284,73 @@ impl Consumer for DecoderSink {
     }
 
     fn offer(&self, event: TapEvent) -> Result<(), String> {
-        if event.is_control() {
-            self.control(Input::Tap(event));
-            return Ok(());
-        }
         if matches!(event, TapEvent::Link { .. }) {
             return Ok(());
         }
+        let mut thread = self.lock();
+        let tx = self.sender(&mut thread)?;
         let cost = event.cost();
+        if event.is_control() {
+            self.queued.fetch_add(cost, Ordering::Relaxed);
+            let _ = tx.send(Input::Tap(event));
+            return Ok(());
+        }
         if self.queued.fetch_add(cost, Ordering::Relaxed) + cost > self.budget {
             self.queued.fetch_sub(cost, Ordering::Relaxed);
             let reason = format!("{} decoder fell behind by more than {} bytes", self.name, self.budget);
             if let TapEvent::Data { key, .. } = &event {
-                self.control(Input::Stop { key: *key, reason: reason.clone() });
+                self.queued.fetch_add(EVENT_OVERHEAD, Ordering::Relaxed);
+                let _ = tx.send(Input::Stop { key: *key, reason: reason.clone() });
             }
             return Err(reason);
         }
-        self.tx.send(Input::Tap(event)).map_err(|_| format!("{} decoder stopped", self.name))
+        tx.send(Input::Tap(event)).map_err(|_| format!("{} decoder stopped", self.name))
     }
 
     fn end(&self, _at: OffsetDateTime) {
-        self.control(Input::End);
+        let mut thread = self.lock();
+        match &*thread {
+            DecoderThread::Running(tx) => {
+                self.queued.fetch_add(EVENT_OVERHEAD, Ordering::Relaxed);
+                let _ = tx.send(Input::End);
+            }
+            // Nothing was decoded: no thread to finish.
+            DecoderThread::NotStarted(_) | DecoderThread::Gone => {
+                *thread = DecoderThread::Gone;
+                self.reports.consumer_done(self.name);
+            }
+        }
     }
 }
 
-/// Starts decoder `name`'s thread for session `session_id`, following
-/// channels of `types`; at most `budget` bytes wait in its queue. At the
-/// session's end the thread calls [`Decoder::finish`], then
+/// A sink for decoder `name` of session `session_id`, following channels of
+/// `types`; at most `budget` bytes wait in its queue. Its thread starts
+/// with the first channel of those types, its handle goes to `threads`; at
+/// the session's end the thread calls [`Decoder::finish`], then
 /// [`Reports::consumer_done`].
-///
-/// # Errors
-/// The error of spawning the thread.
-pub fn spawn_decoder<D: Decoder>(
+pub fn decoder_sink<D: Decoder>(
     name: &'static str,
     types: &'static [ChannelType],
     session_id: u32,
     reports: Arc<dyn Reports>,
     budget: usize,
+    threads: DecoderThreads,
     mut decoder: D,
-) -> std::io::Result<(DecoderSink, JoinHandle<()>)> {
-    let (tx, rx) = channel();
+) -> DecoderSink {
     let queued = Arc::new(AtomicUsize::new(0));
-    let sink = DecoderSink { name, types, tx, queued: queued.clone(), budget };
-    let handle = std::thread::Builder::new()
-        .name(format!("{name}-{session_id}"))
-        .spawn(move || run_decoder(name, &rx, &queued, &reports, &mut decoder))?;
-    Ok((sink, handle))
+    let start: Start = {
+        let (queued, reports) = (queued.clone(), reports.clone());
+        Box::new(move || {
+            let (tx, rx) = channel();
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-{session_id}"))
+                .spawn(move || run_decoder(name, &rx, &queued, &reports, &mut decoder))?;
+            threads.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+            Ok(tx)
+        })
+    };
+    let thread = Arc::new(Mutex::new(DecoderThread::NotStarted(start)));
+    DecoderSink { name, types, thread, reports, queued, budget }
 }
 
 fn run_decoder<D: Decoder>(
@@ -350,6 +429,71 @@ mod tests {
         far[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(PortMessage::parse(true, PORT_INIT, &far), Err(PortError::Truncated(init.len())));
         assert_eq!(port_event_name(2), "break");
+    }
+
+    /// Counts `consumer_done` calls.
+    #[derive(Debug, Default)]
+    struct DoneCount(AtomicUsize);
+
+    impl Reports for DoneCount {
+        fn channel_opened(&self, _: ChannelKey, _: Box<crate::report::ChannelReport>) {}
+        fn channel_closed(&self, _: ChannelKey, _: Box<crate::report::ChannelReport>) {}
+        fn consumer_report(&self, _: ChannelKey, _: &'static str, _: serde_json::Value) {}
+        fn consumer_done(&self, _: &'static str) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn session_ended(&self, _: OffsetDateTime, _: usize) {}
+    }
+
+    /// Counts the events it decodes.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Decoder for Counting {
+        fn event(&mut self, _: TapEvent) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn stop(&mut self, _: ChannelKey, _: String) {}
+        fn finish(&mut self) {}
+    }
+
+    fn counting_sink() -> (DecoderSink, Arc<DoneCount>, Arc<AtomicUsize>, DecoderThreads) {
+        let (reports, events, threads) = (Arc::new(DoneCount::default()), Arc::default(), Arc::default());
+        let decoder = Counting(Arc::clone(&events));
+        let sink =
+            decoder_sink("port", &[ChannelType::PORT], 1, reports.clone(), 1 << 20, Arc::clone(&threads), decoder);
+        (sink, reports, events, threads)
+    }
+
+    #[test]
+    fn a_decoder_thread_starts_only_with_a_channel_of_its_types() {
+        // A session without such a channel: no thread, done at its end.
+        let (sink, reports, _, threads) = counting_sink();
+        sink.end(OffsetDateTime::UNIX_EPOCH);
+        assert!(!sink.started());
+        assert!(threads.lock().unwrap().is_empty());
+        assert_eq!(reports.0.load(Ordering::SeqCst), 1);
+
+        // One with: the Open starts it, and it decodes to the end.
+        let (sink, reports, events, threads) = counting_sink();
+        let at = std::time::SystemTime::UNIX_EPOCH;
+        let open = TapEvent::Open { key: 3, channel_type: ChannelType::PORT, channel_id: 0, at };
+        assert_eq!(sink.offer(open), Ok(()));
+        assert!(sink.started());
+        let data = TapEvent::Data {
+            key: 3,
+            dir: crate::protocol::Direction::ServerToClient,
+            at,
+            bytes: bytes::Bytes::from_static(b"x"),
+        };
+        assert_eq!(sink.offer(data), Ok(()));
+        sink.end(OffsetDateTime::UNIX_EPOCH);
+        let handles = std::mem::take(&mut *threads.lock().unwrap());
+        assert_eq!(handles.len(), 1);
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!((events.load(Ordering::SeqCst), reports.0.load(Ordering::SeqCst)), (2, 1));
+        assert_eq!(sink.queued.load(Ordering::SeqCst), 0);
     }
 
     #[test]

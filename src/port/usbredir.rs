@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use pcap_file::DataLink;
@@ -32,7 +31,7 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::{Decoder, DecoderSink, spawn_decoder, vmc_payload};
+use super::{Decoder, DecoderSink, DecoderThreads, decoder_sink, vmc_payload};
 use crate::flushing::FlushingFile;
 use crate::framing::MessageAssembler;
 use crate::msc::{Cbw, Csw, scsi_command_name};
@@ -47,19 +46,18 @@ use crate::usbredir::{Packet, Side, TypeHeader, UsbredirDecoder, cap_names};
 /// first blocks of a read.
 pub const KEEP_DATA: usize = 64 * 1024;
 
-/// Starts a session's usbredir decoder thread writing into `dir`; reports
-/// go to `reports`, at most `budget` bytes wait in its queue.
-///
-/// # Errors
-/// The error of spawning the thread.
-pub fn spawn(
+/// A session's usbredir decoder writing into `dir`; reports go to
+/// `reports`, at most `budget` bytes wait in its queue. Its thread starts
+/// with the session's first usbredir channel; its handle goes to `threads`.
+pub fn sink(
     session_id: u32,
     dir: PathBuf,
     reports: Arc<dyn Reports>,
     budget: usize,
-) -> std::io::Result<(DecoderSink, JoinHandle<()>)> {
+    threads: DecoderThreads,
+) -> DecoderSink {
     let decoder = DecoderThread { dir, reports: reports.clone(), channels: HashMap::new(), names: HashSet::new() };
-    spawn_decoder("usbredir", &[ChannelType::USBREDIR], session_id, reports, budget, decoder)
+    decoder_sink("usbredir", &[ChannelType::USBREDIR], session_id, reports, budget, threads, decoder)
 }
 
 /// What `session.json` says of one usbredir channel.

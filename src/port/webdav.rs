@@ -31,14 +31,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::{Decoder, DecoderSink, PortMessage, port_event_name, spawn_decoder, vmc_payload};
+use super::{Decoder, DecoderSink, DecoderThreads, PortMessage, decoder_sink, port_event_name, vmc_payload};
 use crate::flushing::FlushingFile;
 use crate::framing::MessageAssembler;
 use crate::http1::{Http1Connection, HttpEvent};
@@ -60,22 +59,21 @@ pub const HTTP_PORT: u16 = 80;
 /// First guest port of the HTTP pcap; each new mux connection takes the next.
 const GUEST_PORT_BASE: u16 = 49152;
 
-/// Starts a session's port decoder thread writing into `dir`; reports go to
-/// `reports`, at most `budget` bytes wait in its queue; `redact_paths`
-/// replaces request paths by their hash in reports.
-///
-/// # Errors
-/// The error of spawning the thread.
-pub fn spawn(
+/// A session's port decoder writing into `dir`; reports go to `reports`,
+/// at most `budget` bytes wait in its queue; `redact_paths` replaces
+/// request paths by their hash in reports. Its thread starts with the
+/// session's first port or webdav channel; its handle goes to `threads`.
+pub fn sink(
     session_id: u32,
     dir: PathBuf,
     reports: Arc<dyn Reports>,
     budget: usize,
     redact_paths: bool,
-) -> std::io::Result<(DecoderSink, JoinHandle<()>)> {
+    threads: DecoderThreads,
+) -> DecoderSink {
     let decoder =
         PortDecoder { dir, reports: reports.clone(), redact_paths, channels: HashMap::new(), names: HashSet::new() };
-    spawn_decoder("port", &[ChannelType::PORT, ChannelType::WEBDAV], session_id, reports, budget, decoder)
+    decoder_sink("port", &[ChannelType::PORT, ChannelType::WEBDAV], session_id, reports, budget, threads, decoder)
 }
 
 /// What `session.json` says of a port or webdav channel.
