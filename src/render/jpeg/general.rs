@@ -121,10 +121,8 @@ fn unhandled_sampling(frame: &[u8]) -> Option<String> {
 /// starts at its length field: length, precision, height, width, component
 /// count, then id, factors (high nibble horizontal), table per component).
 fn sampling_of_frame_header(body: &[u8]) -> Option<String> {
-    let Some(&count) = body.get(7) else { return Some("a frame header cut short".into()) };
-    let Some(components) = body.get(8..8 + 3 * usize::from(count)) else {
-        return Some("a frame header cut short".into());
-    };
+    let components = body.get(7).and_then(|&count| body.get(8..8 + 3 * usize::from(count)));
+    let Some(components) = components else { return Some("a frame header cut short".into()) };
     let factors: Vec<(u8, u8)> = components.chunks_exact(3).map(|c| (c[1] >> 4, c[1] & 15)).collect();
     let Some((&(h0, v0), rest)) = factors.split_first() else { return Some("no components".into()) };
     let ok = h0 != 0
