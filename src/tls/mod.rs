@@ -73,6 +73,11 @@ impl TlsInfo {
     }
 }
 
+/// The *ring* provider. rustls 0.23.48 deprecates it because it lacks
+/// post-quantum key exchange; aws-lc-rs has it but needs a C toolchain and
+/// CMake to build, and SPICE's peers (spice-gtk and spice-server, both on
+/// OpenSSL) offer the classical groups *ring* has (X25519, P-256, P-384).
+#[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
