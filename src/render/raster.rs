@@ -569,9 +569,13 @@ pub fn scale_colorkey_blit(
 /// of `(ROUND(left / sx) + i + 0.5)`. Nearest or bilinear
 /// ([`SCALE_MODE_INTERPOLATE`]); outside the image, transparent black.
 /// `None` for an empty size or an unknown scale mode (spice-gtk draws
-/// nothing then).
+/// nothing then), or a size over [`MAX_SURFACE_PIXELS`].
 pub fn scale_surface(src: &Pixels, src_area: Rect, width: u32, height: u32, scale_mode: u8) -> Option<Pixels> {
-    if width == 0 || height == 0 || (scale_mode != SCALE_MODE_NEAREST && scale_mode != SCALE_MODE_INTERPOLATE) {
+    if width == 0
+        || height == 0
+        || u64::from(width) * u64::from(height) > MAX_SURFACE_PIXELS
+        || (scale_mode != SCALE_MODE_NEAREST && scale_mode != SCALE_MODE_INTERPOLATE)
+    {
         return None;
     }
     let axis = |origin: i32, size: u32, dest: u32| -> (Axis, i64) {

@@ -58,6 +58,7 @@ fn mask_bits(body: &[u8], offset: u32) -> Option<raster::MaskBits> {
     let data = r.take(len).ok()?;
     raster::MaskBits::from_bitmap(format, w, h, stride, flags & 4 != 0, data)
 }
+use crate::limits::MAX_SURFACE_PIXELS;
 use crate::wire::Reader;
 
 /// GLZ window in pixels until the client's `SPICE_MSGC_DISPLAY_INIT` says
@@ -480,6 +481,13 @@ impl DisplayRenderer {
                 if !raster::rop3_is_implemented(rop3) {
                     // spice-gtk's rop3.c has no handler for this code: nothing changes.
                     self.unsupported(format!("ROP3 code {rop3:#04x} (no-op in spice-gtk)"));
+                }
+                // A scaled source is made whole at the box's size
+                // (canvas_scale_surface): bounded like a surface. spice-gtk
+                // draws boxes up to pixman's 2^31-byte image limit.
+                if scaled && u64::from(base.bbox.width()) * u64::from(base.bbox.height()) > MAX_SURFACE_PIXELS {
+                    self.unsupported(format!("scaled DRAW_ROP3 box over {MAX_SURFACE_PIXELS} pixels (not drawn)"));
+                    return Ok(RenderEvent::None);
                 }
                 let Some(surface) = self.surfaces.get_mut(&base.surface_id) else {
                     return Err(ImageError::MissingSurface(base.surface_id));
@@ -1002,6 +1010,28 @@ mod tests {
         let counted: Vec<_> = r.stats.unsupported.keys().collect();
         assert_eq!(counted.len(), 1);
         assert!(counted[0].contains("DRAW_COPY from a 16-bit surface onto a 32-bit one"), "{counted:?}");
+    }
+
+    #[test]
+    fn a_scaled_rop3_box_over_the_surface_limit_is_counted_not_allocated() {
+        // Found by the renderer fuzz target: a 2x1 source scaled to a box of
+        // 2^31-1 x 2^31-1 asked for 2^62 pixels and aborted the process.
+        let mut r = DisplayRenderer::new();
+        r.server_message(msg::SURFACE_CREATE, &surface_create(2, 1));
+        let mut tail = vec![0, 0x96, 1];
+        tail.extend_from_slice(&[0; 13]);
+        let mut rop3 = draw_with_bitmap(2, 1, &tail, &[1, 2]);
+        rop3[12..20].copy_from_slice(&[[0xff, 0xff, 0xff, 0x7f]; 2].concat()); // bbox bottom, right
+        assert_eq!(r.server_message(msg::DRAW_ROP3, &rop3), RenderEvent::None);
+        assert_eq!(r.primary().unwrap().data, [0, 0]);
+        let counted: Vec<_> = r.stats.unsupported.keys().collect();
+        assert!(counted.len() == 1 && counted[0].contains("scaled DRAW_ROP3 box over"), "{counted:?}");
+        // Within the limit it is drawn (here 4x1 from 2x1, nearest; the
+        // scaled x8r8g8b8 source reads alpha 0xff, as through pixman).
+        let mut rop3 = draw_with_bitmap(2, 1, &tail, &[1, 2]);
+        rop3[16..20].copy_from_slice(&4i32.to_le_bytes());
+        assert_eq!(r.server_message(msg::DRAW_ROP3, &rop3), RenderEvent::Drawn);
+        assert_eq!(r.primary().unwrap().data, [0xff00_0001; 2]);
     }
 
     #[test]
