@@ -66,7 +66,8 @@ pub const MAX_CLIP_RECTS: u32 = 65_536;
 /// Largest surface side accepted by the renderer, in pixels (QXL's limit).
 pub const MAX_SURFACE_SIDE: u32 = 16_384;
 
-/// Most pixels of one surface or decoded image: 64 Mi pixels (256 MiB).
+/// Most pixels of one surface, decoded image, 1-bit mask or scaled
+/// `DRAW_ROP3` source: 64 Mi pixels (256 MiB).
 pub const MAX_SURFACE_PIXELS: u64 = 64 * 1024 * 1024;
 
 /// Most bytes of display traffic queued for a session's renderer. Past this
