@@ -24,7 +24,7 @@ pub mod webdav;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 
 use thiserror::Error;
@@ -207,11 +207,15 @@ pub trait Decoder: Send + 'static {
 /// channel's `Open`), so a session that never opens such a channel costs no
 /// thread; at the session's end a sink that never started reports itself
 /// done at once.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DecoderSink {
     name: &'static str,
     types: &'static [ChannelType],
-    thread: Arc<Mutex<DecoderThread>>,
+    /// Taken by the first event; `None` once taken.
+    start: Arc<Mutex<Option<Start>>>,
+    /// Set once: the running thread's queue, or `None` when it could not
+    /// start or the session ended before it did.
+    tx: Arc<OnceLock<Option<Sender<Input>>>>,
     reports: Arc<dyn Reports>,
     queued: Arc<AtomicUsize>,
     budget: usize,
@@ -224,53 +228,27 @@ pub type DecoderThreads = Arc<Mutex<Vec<JoinHandle<()>>>>;
 /// Starts a decoder's thread and gives the sender of its queue.
 type Start = Box<dyn FnOnce() -> std::io::Result<Sender<Input>> + Send>;
 
-/// Where a [`DecoderSink`]'s thread stands.
-enum DecoderThread {
-    /// No channel of the sink's types yet.
-    NotStarted(Start),
-    Running(Sender<Input>),
-    /// It could not be started, or the session ended before it was.
-    Gone,
-}
-
-impl fmt::Debug for DecoderThread {
+impl fmt::Debug for DecoderSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::NotStarted(_) => "NotStarted",
-            Self::Running(_) => "Running",
-            Self::Gone => "Gone",
-        })
+        f.debug_struct("DecoderSink").field("name", &self.name).field("started", &self.started()).finish()
     }
 }
 
 impl DecoderSink {
-    /// The sender of the running thread's queue, starting the thread if it
-    /// was not yet.
-    fn sender<'a>(&self, thread: &'a mut DecoderThread) -> Result<&'a Sender<Input>, String> {
-        if let DecoderThread::NotStarted(_) = thread
-            && let DecoderThread::NotStarted(start) = std::mem::replace(thread, DecoderThread::Gone)
-        {
-            match start() {
-                Ok(tx) => *thread = DecoderThread::Running(tx),
-                Err(e) => {
-                    tracing::error!(decoder = self.name, error = %e, "cannot start the decoder thread");
-                    return Err(format!("{} decoder could not start: {e}", self.name));
-                }
-            }
-        }
-        match thread {
-            DecoderThread::Running(tx) => Ok(tx),
-            _ => Err(format!("{} decoder stopped", self.name)),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, DecoderThread> {
-        self.thread.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The running thread's queue, starting the thread on the first call.
+    fn sender(&self) -> Result<&Sender<Input>, String> {
+        let tx = self.tx.get_or_init(|| {
+            let start = self.start.lock().unwrap_or_else(PoisonError::into_inner).take()?;
+            start()
+                .inspect_err(|e| tracing::error!(decoder = self.name, error = %e, "cannot start the decoder thread"))
+                .ok()
+        });
+        tx.as_ref().ok_or_else(|| format!("{} decoder stopped", self.name))
     }
 
     /// Whether the decoder's thread was started.
     pub fn started(&self) -> bool {
-        matches!(*self.lock(), DecoderThread::Running(_))
+        matches!(self.tx.get(), Some(Some(_)))
     }
 }
 
@@ -287,8 +265,7 @@ impl Consumer for DecoderSink {
         if matches!(event, TapEvent::Link { .. }) {
             return Ok(());
         }
-        let mut thread = self.lock();
-        let tx = self.sender(&mut thread)?;
+        let tx = self.sender()?;
         let cost = event.cost();
         if event.is_control() {
             self.queued.fetch_add(cost, Ordering::Relaxed);
@@ -308,17 +285,13 @@ impl Consumer for DecoderSink {
     }
 
     fn end(&self, _at: OffsetDateTime) {
-        let mut thread = self.lock();
-        match &*thread {
-            DecoderThread::Running(tx) => {
+        // A sink that never started stays so: nothing to finish.
+        match self.tx.get_or_init(|| None) {
+            Some(tx) => {
                 self.queued.fetch_add(EVENT_OVERHEAD, Ordering::Relaxed);
                 let _ = tx.send(Input::End);
             }
-            // Nothing was decoded: no thread to finish.
-            DecoderThread::NotStarted(_) | DecoderThread::Gone => {
-                *thread = DecoderThread::Gone;
-                self.reports.consumer_done(self.name);
-            }
+            None => self.reports.consumer_done(self.name),
         }
     }
 }
@@ -349,8 +322,8 @@ pub fn decoder_sink<D: Decoder>(
             Ok(tx)
         })
     };
-    let thread = Arc::new(Mutex::new(DecoderThread::NotStarted(start)));
-    DecoderSink { name, types, thread, reports, queued, budget }
+    let start = Arc::new(Mutex::new(Some(start)));
+    DecoderSink { name, types, start, tx: Arc::default(), reports, queued, budget }
 }
 
 fn run_decoder<D: Decoder>(
