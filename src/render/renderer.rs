@@ -15,6 +15,8 @@ use super::image::{self, Alpha, ImageCaches, ImageError, ImageSources, Pixels, c
 use super::lz::{GlzDictionary, LzPixels};
 use super::raster;
 use super::stream::{Stream, codec_name};
+use crate::limits::MAX_SURFACE_PIXELS;
+use crate::wire::Reader;
 
 /// Why a stroke or composite was not drawn.
 enum StrokeOutcome {
@@ -58,8 +60,6 @@ fn mask_bits(body: &[u8], offset: u32) -> Option<raster::MaskBits> {
     let data = r.take(len).ok()?;
     raster::MaskBits::from_bitmap(format, w, h, stride, flags & 4 != 0, data)
 }
-use crate::limits::MAX_SURFACE_PIXELS;
-use crate::wire::Reader;
 
 /// GLZ window in pixels until the client's `SPICE_MSGC_DISPLAY_INIT` says
 /// otherwise: spice-gtk's smallest default window, 12 MiB of 32-bit pixels
